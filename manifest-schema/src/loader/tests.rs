@@ -1,0 +1,350 @@
+use std::collections::HashMap;
+
+use rstest::rstest;
+use serde_json::json;
+
+use super::*;
+use crate::testing::app;
+
+/// An in-memory repository that counts how often each blob is read.
+#[derive(Default)]
+struct Repo {
+    files: Vec<RepoFile>,
+    blobs: HashMap<String, Vec<u8>>,
+    reads: Vec<String>,
+    version: u32,
+}
+
+impl Repo {
+    fn put(&mut self, path: &str, content: impl Into<Vec<u8>>) -> &mut Self {
+        let content = content.into();
+        self.version += 1;
+        // Blob ids only need to change with content; the version keeps them unique per write.
+        let blob = format!("{:08x}-{}", self.version, content.len());
+        self.files.retain(|f| f.path != path);
+        self.files.push(RepoFile::new(path, blob.clone()));
+        self.blobs.insert(blob, content);
+        self
+    }
+
+    fn app(&mut self, builder: crate::testing::AppBuilder) -> &mut Self {
+        let name = builder.value()["metadata"]["name"].as_str().unwrap().to_string();
+        self.put(&format!("apps/{name}/deploy.yaml"), builder.yaml())
+    }
+
+    fn remove(&mut self, path: &str) -> &mut Self {
+        self.files.retain(|f| f.path != path);
+        self
+    }
+
+    fn load(&mut self, loader: &mut Loader) -> LoadOutcome {
+        self.reads.clear();
+        let blobs = &self.blobs;
+        let reads = &mut self.reads;
+        let mut read = |f: &RepoFile| {
+            reads.push(f.path.clone());
+            blobs.get(&f.blob_id).cloned().ok_or_else(|| std::io::Error::other("no such blob"))
+        };
+        loader.load(&self.files, &mut read)
+    }
+}
+
+fn render(outcome: &LoadOutcome) -> String {
+    outcome.diagnostics.iter().map(|d| format!("  {d} [{}]", d.rule)).collect::<Vec<_>>().join("\n")
+}
+
+#[test]
+fn loads_apps_and_policies_and_ignores_other_files() {
+    let mut repo = Repo::default();
+    repo.app(app("web").depends_on(&["db"]))
+        .app(app("db").team("data"))
+        .put("apps/web/README.md", "# web")
+        .put("README.md", "# state")
+        .put("policies/guardrails.yaml", "apiVersion: keelson.dev/v1alpha1\nkind: Policy\nmetadata: {name: a}\nspec: {rego: [policies/extra.rego]}\n---\napiVersion: keelson.dev/v1alpha1\nkind: Policy\nmetadata: {name: b}\nspec: {quotas: [{team: data, gpus: 2}]}\n")
+        .put("policies/extra.rego", "package keelson")
+        .put("docs/notes.yaml", "not: [valid");
+    let outcome = repo.load(&mut Loader::new());
+    assert!(!outcome.has_errors(), "{}", render(&outcome));
+    let desired = &outcome.desired;
+    assert_eq!(desired.apps.keys().collect::<Vec<_>>(), ["db", "web"]);
+    assert_eq!(desired.apps["web"].app, app("web").depends_on(&["db"]).build());
+    assert_eq!(desired.apps["web"].file, "apps/web/deploy.yaml");
+    assert!(desired.apps["web"].digest.starts_with("sha256:"));
+    let names: Vec<&str> = desired.policies.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+    assert_eq!(desired.policies[1].policy().unwrap().spec.quotas[0].gpus, Some(2));
+    assert!(desired.invalid_apps.is_empty());
+    let mut read = repo.reads.clone();
+    read.sort();
+    assert_eq!(read, ["apps/db/deploy.yaml", "apps/web/deploy.yaml", "policies/guardrails.yaml"]);
+}
+
+#[test]
+fn second_load_reads_only_the_changed_file() {
+    let mut repo = Repo::default();
+    for name in ["a", "b", "c", "d"] {
+        repo.app(app(name));
+    }
+    repo.put("policies/p.yaml", "apiVersion: keelson.dev/v1alpha1\nkind: Policy\nmetadata: {name: p}\nspec: {}\n");
+    let mut loader = Loader::new();
+    let first = repo.load(&mut loader);
+    assert_eq!(repo.reads.len(), 5);
+    assert_eq!(loader.cached_files(), 5);
+
+    let unchanged = repo.load(&mut loader);
+    assert!(repo.reads.is_empty(), "{:?}", repo.reads);
+    assert_eq!(unchanged.desired, first.desired);
+
+    repo.app(app("c").replicas(7));
+    let second = repo.load(&mut loader);
+    assert_eq!(repo.reads, ["apps/c/deploy.yaml"]);
+    assert_eq!(second.desired.apps["c"].app.spec.replicas, 7);
+    assert_ne!(second.desired.apps["c"].digest, first.desired.apps["c"].digest);
+    assert_eq!(second.desired.apps["a"].digest, first.desired.apps["a"].digest);
+
+    // A removed app drops out of the cache.
+    repo.remove("apps/d/deploy.yaml");
+    let third = repo.load(&mut loader);
+    assert!(repo.reads.is_empty());
+    assert!(!third.desired.apps.contains_key("d"));
+    assert_eq!(loader.cached_files(), 4);
+}
+
+#[test]
+fn invalid_apps_are_held_not_loaded() {
+    let mut repo = Repo::default();
+    repo.app(app("web"))
+        .put("apps/api/deploy.yaml", "apiVersion: keelson.dev/v1alpha1\nkind: App\nmetadata: {name: api}\nspec: {image: r/api:1, replicas: lots, placement: {cluster: c}}\n")
+        .put("apps/worker/manifests/job.yaml", "kind: Job\n");
+    let mut loader = Loader::new();
+    let outcome = repo.load(&mut loader);
+    assert_eq!(outcome.desired.apps.keys().collect::<Vec<_>>(), ["web"]);
+    assert_eq!(outcome.desired.invalid_apps.iter().collect::<Vec<_>>(), ["api", "worker"]);
+    let rules: Vec<(&str, &str, usize, usize)> =
+        outcome.diagnostics.iter().map(|d| (d.file.as_str(), d.rule.as_str(), d.line, d.col)).collect();
+    assert_eq!(
+        rules,
+        [
+            ("apps/api/deploy.yaml", "schema.type", 4, 34),
+            ("apps/worker/manifests/job.yaml", "layout.missing-deploy", 1, 1),
+        ]
+    );
+    // Errors survive the cache: a second load reports the same thing without reading.
+    let again = repo.load(&mut loader);
+    assert!(repo.reads.is_empty());
+    assert_eq!(again.diagnostics, outcome.diagnostics);
+}
+
+#[test]
+fn unreadable_files_make_their_app_invalid_and_are_retried() {
+    let mut repo = Repo::default();
+    repo.app(app("web"));
+    repo.files.push(RepoFile::new("apps/api/deploy.yaml", "missing-blob"));
+    let mut loader = Loader::new();
+    let outcome = repo.load(&mut loader);
+    assert!(outcome.desired.invalid_apps.contains("api"));
+    assert_eq!(outcome.diagnostics[0].rule, "io.read");
+    repo.load(&mut loader);
+    assert_eq!(repo.reads, ["apps/api/deploy.yaml"]);
+}
+
+#[test]
+fn a_renamed_blob_reports_its_new_path() {
+    let mut repo = Repo::default();
+    let broken = "apiVersion: keelson.dev/v1alpha1\nkind: App\nmetadata: {name: web}\nspec: {image: r/web:1, placement: {cluster: c}, replicas: -1}\n";
+    repo.put("apps/web/deploy.yaml", broken);
+    let mut loader = Loader::new();
+    repo.load(&mut loader);
+    let blob = repo.files[0].blob_id.clone();
+    repo.files = vec![RepoFile::new("apps/web2/deploy.yaml", blob)];
+    let outcome = repo.load(&mut loader);
+    assert!(repo.reads.is_empty());
+    assert!(outcome.diagnostics.iter().all(|d| d.file == "apps/web2/deploy.yaml"), "{}", render(&outcome));
+    assert!(outcome.diagnostics.iter().any(|d| d.rule == "app.name-mismatch"));
+}
+
+fn rules_of(outcome: &LoadOutcome) -> Vec<(String, String, usize, usize)> {
+    outcome.diagnostics.iter().map(|d| (d.file.clone(), d.rule.clone(), d.line, d.col)).collect()
+}
+
+#[rstest]
+#[case::unknown_dependency(
+    vec![app("web").depends_on(&["postgress"]), app("postgres")],
+    "apps/web/deploy.yaml", "app.unknown-dependency", 10, 7, &["web"]
+)]
+#[case::self_dependency(
+    vec![app("web").depends_on(&["web"])],
+    "apps/web/deploy.yaml", "app.dependency-cycle", 10, 7, &["web"]
+)]
+#[case::two_cycle(
+    vec![app("a").depends_on(&["b"]), app("b").depends_on(&["a"]), app("c").depends_on(&["a"])],
+    "apps/b/deploy.yaml", "app.dependency-cycle", 10, 7, &["a", "b"]
+)]
+#[case::manifests_missing(
+    vec![app("web").manifests("k8s")],
+    "apps/web/deploy.yaml", "app.manifests-path", 10, 11, &["web"]
+)]
+fn repository_checks(
+    #[case] apps: Vec<crate::testing::AppBuilder>,
+    #[case] file: &str,
+    #[case] rule: &str,
+    #[case] line: usize,
+    #[case] col: usize,
+    #[case] invalid: &[&str],
+) {
+    let mut repo = Repo::default();
+    for a in apps {
+        repo.app(a);
+    }
+    let outcome = repo.load(&mut Loader::new());
+    let found = rules_of(&outcome);
+    assert!(found.contains(&(file.to_string(), rule.to_string(), line, col)), "{}", render(&outcome));
+    assert_eq!(outcome.desired.invalid_apps.iter().map(String::as_str).collect::<Vec<_>>(), invalid);
+}
+
+#[test]
+fn cycles_are_reported_with_their_path_in_every_file() {
+    let mut repo = Repo::default();
+    repo.app(app("a").depends_on(&["b"]))
+        .app(app("b").depends_on(&["c"]))
+        .app(app("c").depends_on(&["x", "a"]))
+        .app(app("x"));
+    let outcome = repo.load(&mut Loader::new());
+    let cycles: Vec<(&str, &str, &str)> = outcome
+        .diagnostics
+        .iter()
+        .filter(|d| d.rule == "app.dependency-cycle")
+        .map(|d| (d.file.as_str(), d.pointer.as_str(), d.message.as_str()))
+        .collect();
+    assert_eq!(
+        cycles,
+        [
+            ("apps/a/deploy.yaml", "/spec/dependsOn/0", "dependency cycle: a → b → c → a"),
+            ("apps/b/deploy.yaml", "/spec/dependsOn/0", "dependency cycle: b → c → a → b"),
+            ("apps/c/deploy.yaml", "/spec/dependsOn/1", "dependency cycle: c → a → b → c"),
+        ]
+    );
+    assert_eq!(outcome.desired.apps.keys().collect::<Vec<_>>(), ["x"]);
+}
+
+#[test]
+fn duplicate_names_are_reported() {
+    let mut repo = Repo::default();
+    repo.app(app("web"));
+    let other = app("web").value();
+    repo.put("apps/web-old/deploy.yaml", crate::testing::to_yaml(&other, &Default::default()));
+    let outcome = repo.load(&mut Loader::new());
+    let found = rules_of(&outcome);
+    assert!(
+        found.contains(&("apps/web-old/deploy.yaml".into(), "app.duplicate-name".into(), 4, 9)),
+        "{}",
+        render(&outcome)
+    );
+    assert!(found.contains(&("apps/web-old/deploy.yaml".into(), "app.name-mismatch".into(), 4, 9)));
+    assert_eq!(outcome.desired.apps.keys().collect::<Vec<_>>(), ["web"]);
+}
+
+#[test]
+fn policy_problems_are_located_and_keep_the_policy_out() {
+    let mut repo = Repo::default();
+    repo.put("policies/a.yaml", "apiVersion: keelson.dev/v1alpha1\nkind: Policy\nmetadata: {name: guard}\nspec:\n  rego: [policies/extr.rego]\n")
+        .put("policies/b.yaml", "apiVersion: keelson.dev/v1alpha1\nkind: Policy\nmetadata: {name: guard}\nspec: {}\n---\napiVersion: keelson.dev/v1alpha1\nkind: App\nmetadata: {name: x}\nspec: {image: r/x:1, placement: {cluster: c}}\n")
+        .put("policies/extra.rego", "package keelson");
+    let outcome = repo.load(&mut Loader::new());
+    let found = rules_of(&outcome);
+    assert_eq!(
+        found,
+        [
+            ("policies/a.yaml".to_string(), "policy.rego-missing".to_string(), 5, 10),
+            ("policies/b.yaml".to_string(), "policy.duplicate-name".to_string(), 3, 18),
+            ("policies/b.yaml".to_string(), "layout.kind".to_string(), 7, 7),
+        ],
+        "{}",
+        render(&outcome)
+    );
+    assert_eq!(outcome.diagnostics[0].hint.as_deref(), Some("did you mean `policies/extra.rego`?"));
+    assert!(outcome.desired.policies.is_empty());
+}
+
+#[test]
+fn digest_covers_manifests_and_rego_blobs() {
+    let mut repo = Repo::default();
+    repo.app(app("web").manifests("manifests"))
+        .app(app("api"))
+        .put("apps/web/manifests/deploy.yaml", "kind: Deployment\n")
+        .put("apps/web/manifests/svc/service.yaml", "kind: Service\n")
+        .put("apps/web/manifests-old/x.yaml", "kind: Service\n")
+        .put("policies/extra.rego", "package keelson");
+    let mut loader = Loader::new();
+    let first = repo.load(&mut loader);
+    assert!(!first.has_errors(), "{}", render(&first));
+    // Manifests are hashed by blob id, never read.
+    assert!(!repo.reads.iter().any(|p| p.contains("manifests")), "{:?}", repo.reads);
+    let digest = |o: &LoadOutcome, name: &str| o.desired.apps[name].digest.clone();
+
+    repo.put("apps/web/manifests/svc/service.yaml", "kind: Service\nmetadata: {}\n");
+    let changed = repo.load(&mut loader);
+    assert!(repo.reads.is_empty());
+    assert_ne!(digest(&changed, "web"), digest(&first, "web"));
+    assert_eq!(digest(&changed, "api"), digest(&first, "api"));
+
+    repo.put("apps/web/manifests-old/x.yaml", "kind: Secret\n");
+    assert_eq!(digest(&repo.load(&mut loader), "web"), digest(&changed, "web"));
+
+    repo.put("policies/extra.rego", "package keelson.v2");
+    let rego = repo.load(&mut loader);
+    assert_ne!(digest(&rego, "web"), digest(&changed, "web"));
+    assert_ne!(digest(&rego, "api"), digest(&changed, "api"));
+}
+
+#[test]
+fn reformatting_an_app_keeps_its_digest() {
+    let mut repo = Repo::default();
+    repo.app(app("web").replicas(2));
+    let mut loader = Loader::new();
+    let before = repo.load(&mut loader).desired.apps["web"].digest.clone();
+    repo.put(
+        "apps/web/deploy.yaml",
+        "# reformatted\n{spec: {replicas: 2, placement: {cluster: prod-east}, image: \"registry.example.com/web:1.0.0\"}, metadata: {name: web}, kind: App, apiVersion: keelson.dev/v1alpha1}\n",
+    );
+    let after = repo.load(&mut loader);
+    assert_eq!(repo.reads.len(), 1);
+    assert_eq!(after.desired.apps["web"].digest, before);
+    let _ = json!(null);
+}
+
+/// The example repository embedded in the binary must always load cleanly.
+#[test]
+fn the_state_repo_template_loads_cleanly() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../state-repo-template");
+    if !root.is_dir() {
+        println!("SKIP the_state_repo_template_loads_cleanly: {} is absent", root.display());
+        return;
+    }
+    let mut repo = Repo::default();
+    let mut stack = vec![root.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("readable template") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(&root).expect("inside").to_string_lossy().replace('\\', "/");
+                repo.put(&rel, std::fs::read(&path).expect("readable"));
+            }
+        }
+    }
+    let outcome = repo.load(&mut Loader::new());
+    assert!(!outcome.has_errors(), "{}", render(&outcome));
+    assert!(outcome.desired.invalid_apps.is_empty());
+    assert!(outcome.desired.apps.len() >= 4, "{:?}", outcome.desired.apps.keys());
+    assert!(!outcome.desired.policies.is_empty());
+}
+
+#[test]
+fn loader_and_state_cross_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Loader>();
+    assert_send_sync::<DesiredState>();
+    assert_send_sync::<LoadOutcome>();
+}
