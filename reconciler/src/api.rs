@@ -1,0 +1,228 @@
+//! The read-only status API: GET and HEAD only (every other method → 405), JSON errors, its own listener.
+
+use std::sync::{Arc, RwLock};
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::engine::state::Fleet;
+use crate::ledger::{AuditQuery, Ledger};
+use crate::metrics::Metrics;
+use crate::record::StatusBranch;
+
+/// What the API reads from.
+#[derive(Clone)]
+pub struct ApiState {
+    pub fleet: Arc<RwLock<Fleet>>,
+    pub ledger: Ledger,
+    pub metrics: Arc<Metrics>,
+    /// The status branch, for cross-checking audit trailers in `/api/v1/audit/verify`.
+    pub status_branch: Option<StatusBranch>,
+}
+
+/// An error as the API returns it: a status code and a JSON body `{"error": {"status", "message"}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, message: message.into() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({"error": {"status": self.status.as_u16(), "message": self.message}}));
+        (self.status, body).into_response()
+    }
+}
+
+impl From<crate::ledger::Error> for ApiError {
+    fn from(e: crate::ledger::Error) -> Self {
+        tracing::error!(error = %e, "audit ledger read failed");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("audit ledger unavailable: {e}"))
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The API as a value tests can drive without a socket.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/apps", get(apps))
+        .route("/api/v1/apps/{name}", get(app))
+        .route("/api/v1/apps/{name}/history", get(history))
+        .route("/api/v1/audit", get(audit))
+        .route("/api/v1/audit/verify", get(audit_verify))
+        .fallback(not_found)
+        .layer(middleware::from_fn(read_only))
+        .with_state(state)
+}
+
+/// Rejects every method but GET and HEAD before routing, so no path can ever accept a write.
+async fn read_only(req: Request, next: Next) -> Response {
+    if req.method() == Method::GET || req.method() == Method::HEAD {
+        return next.run(req).await;
+    }
+    let mut response = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} is not allowed: this API is read-only (GET, HEAD)", req.method()),
+    )
+    .into_response();
+    response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    response
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, format!("no such endpoint: {}; see /api/v1/status", req.uri().path()))
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(s): State<ApiState>) -> Response {
+    let ready = s.fleet.read().unwrap_or_else(|e| e.into_inner()).source.ready;
+    if ready {
+        Json(json!({"status": "ready"})).into_response()
+    } else {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the first commit has not been reconciled yet").into_response()
+    }
+}
+
+async fn metrics(State(s): State<ApiState>) -> Response {
+    let mut response = s.metrics.render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
+}
+
+async fn status(State(s): State<ApiState>) -> Json<serde_json::Value> {
+    let fleet = s.fleet.read().unwrap_or_else(|e| e.into_inner());
+    Json(json!({
+        "source": fleet.source,
+        "apps": fleet.apps.len(),
+        "phases": fleet.counts(),
+        "inSync": fleet.apps.values().filter(|a| a.in_sync).count(),
+    }))
+}
+
+async fn apps(State(s): State<ApiState>) -> Json<serde_json::Value> {
+    let fleet = s.fleet.read().unwrap_or_else(|e| e.into_inner());
+    Json(json!({"apps": fleet.apps.values().collect::<Vec<_>>()}))
+}
+
+async fn app(State(s): State<ApiState>, Path(name): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+    let fleet = s.fleet.read().unwrap_or_else(|e| e.into_inner());
+    let app =
+        fleet.apps.get(&name).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no app named {name:?}")))?;
+    Ok(Json(serde_json::to_value(app).unwrap_or_default()))
+}
+
+#[derive(Debug, Deserialize)]
+struct AuditParams {
+    since: Option<String>,
+    app: Option<String>,
+    limit: Option<i64>,
+}
+
+/// `since` is a ledger seq (entries after it) or an RFC 3339 time.
+fn audit_query(p: AuditParams, app: Option<String>) -> ApiResult<AuditQuery> {
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("limit must be between 1 and 10000, got {limit}")));
+    }
+    let (since_seq, since_time) = match p.since {
+        None => (None, None),
+        Some(s) if s.parse::<i64>().is_ok() => (s.parse().ok(), None),
+        Some(s) => {
+            time::OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339).map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("since must be a ledger seq or an RFC 3339 time, got {s:?}"),
+                )
+            })?;
+            (None, Some(s))
+        }
+    };
+    Ok(AuditQuery { since_seq, app: app.or(p.app), limit: Some(limit), since_time })
+}
+
+async fn history(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    Query(p): Query<AuditParams>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let q = audit_query(p, Some(name.clone()))?;
+    let entries = s.ledger.entries(&q).await?;
+    Ok(Json(json!({"app": name, "entries": entries})))
+}
+
+async fn audit(State(s): State<ApiState>, Query(p): Query<AuditParams>) -> ApiResult<Json<serde_json::Value>> {
+    let q = audit_query(p, None)?;
+    let entries = s.ledger.entries(&q).await?;
+    Ok(Json(json!({"entries": entries})))
+}
+
+async fn audit_verify(State(s): State<ApiState>) -> ApiResult<Response> {
+    let anchors = match s.status_branch.clone() {
+        Some(branch) => tokio::task::spawn_blocking(move || branch.anchors())
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("reading the status branch: {e:#}")))?,
+        None => Vec::new(),
+    };
+    let report = s.ledger.verify(&anchors).await?;
+    let code = if report.ok { StatusCode::OK } else { StatusCode::CONFLICT };
+    Ok((code, Json(serde_json::to_value(&report).unwrap_or_default())).into_response())
+}
+
+async fn index(State(s): State<ApiState>) -> Html<String> {
+    let fleet = s.fleet.read().unwrap_or_else(|e| e.into_inner());
+    let mut rows = String::new();
+    for a in fleet.apps.values() {
+        rows.push_str(&format!(
+            "<tr><td><a href=\"/api/v1/apps/{n}\">{n}</a></td><td class=\"{p}\">{p}</td><td>{sync}</td><td>{c}</td><td>{m}</td></tr>",
+            n = escape(&a.name),
+            p = a.phase,
+            sync = if a.in_sync { "yes" } else { "no" },
+            c = escape(crate::engine::short(&a.desired_commit)),
+            m = escape(&a.message),
+        ));
+    }
+    let commit = fleet.source.commit.as_deref().map(crate::engine::short).unwrap_or("(none yet)");
+    Html(format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Keelson</title><meta http-equiv=\"refresh\" content=\"5\">\
+         <style>body{{font-family:system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{padding:.3em .8em;\
+         border-bottom:1px solid #ddd;text-align:left}}.Healthy{{color:#080}}.Failed,.Blocked{{color:#b00}}.Progressing{{color:#c70}}</style>\
+         </head><body><h1>Keelson</h1><p>Source <code>{repo}</code> branch <code>{branch}</code> at <code>{commit}</code></p>\
+         <table><tr><th>app</th><th>phase</th><th>in sync</th><th>commit</th><th>message</th></tr>{rows}</table>\
+         <p><a href=\"/api/v1/status\">status</a> · <a href=\"/api/v1/apps\">apps</a> · <a href=\"/api/v1/audit\">audit</a> · \
+         <a href=\"/api/v1/audit/verify\">verify</a> · <a href=\"/metrics\">metrics</a></p></body></html>",
+        repo = escape(&fleet.source.repo),
+        branch = escape(&fleet.source.branch),
+    ))
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,112 @@
+use axum::body::Body;
+use axum::http::Request;
+use tower::ServiceExt;
+
+use super::*;
+use crate::engine::state::{AppStatus, Phase};
+use crate::ledger::{NewEntry, RolloutRef};
+
+async fn state() -> (tempfile::TempDir, ApiState) {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(&dir.path().join("k.db").display().to_string()).await.unwrap();
+    let mut fleet = Fleet::default();
+    fleet.apps.insert("web".into(), AppStatus { phase: Phase::Healthy, in_sync: true, ..AppStatus::pending("web") });
+    let state = ApiState {
+        fleet: Arc::new(RwLock::new(fleet)),
+        ledger,
+        metrics: Arc::new(Metrics::new()),
+        status_branch: None,
+    };
+    (dir, state)
+}
+
+async fn call(state: &ApiState, method: &str, uri: &str) -> (StatusCode, serde_json::Value) {
+    let req = Request::builder().method(method).uri(uri).body(Body::empty()).unwrap();
+    let resp = router(state.clone()).oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+}
+
+#[tokio::test]
+async fn every_write_method_on_any_path_is_405_with_a_json_body() {
+    let (_d, s) = state().await;
+    for method in ["POST", "PUT", "PATCH", "DELETE", "OPTIONS"] {
+        for path in ["/api/v1/apps/web", "/nope", "/metrics"] {
+            let (code, body) = call(&s, method, path).await;
+            assert_eq!(code, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            assert_eq!(body["error"]["status"], 405);
+        }
+    }
+}
+
+#[tokio::test]
+async fn unknown_paths_and_apps_are_404_json() {
+    let (_d, s) = state().await;
+    let (code, body) = call(&s, "GET", "/api/v2/whatever").await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    assert!(body["error"]["message"].as_str().unwrap().contains("/api/v2/whatever"));
+    let (code, _) = call(&s, "GET", "/api/v1/apps/missing").await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn readyz_waits_for_the_first_reconcile() {
+    let (_d, s) = state().await;
+    assert_eq!(call(&s, "GET", "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
+    s.fleet.write().unwrap().source.ready = true;
+    assert_eq!(call(&s, "GET", "/readyz").await.0, StatusCode::OK);
+    assert_eq!(call(&s, "HEAD", "/healthz").await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn apps_status_audit_and_verify() {
+    let (_d, s) = state().await;
+    let (code, body) = call(&s, "GET", "/api/v1/apps/web").await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(body["phase"], "Healthy");
+    assert_eq!(body["inSync"], true);
+    let (_, body) = call(&s, "GET", "/api/v1/status").await;
+    assert_eq!(body["phases"]["Healthy"], 1);
+    for i in 0..3 {
+        s.ledger
+            .append(NewEntry {
+                app: if i == 1 { "db".into() } else { "web".into() },
+                desired_commit: "c".repeat(40),
+                desired_digest: "sha256:1".into(),
+                rollout: Some(RolloutRef::StartsHere),
+                from_state: "Pending".into(),
+                to_state: "Planned".into(),
+                action: "plan".into(),
+                actor: "test".into(),
+                detail: serde_json::json!({}),
+            })
+            .await
+            .unwrap();
+    }
+    let (_, body) = call(&s, "GET", "/api/v1/audit?app=web").await;
+    assert_eq!(body["entries"].as_array().unwrap().len(), 2);
+    let (_, body) = call(&s, "GET", "/api/v1/audit?since=1&limit=1").await;
+    assert_eq!(body["entries"][0]["seq"], 2);
+    let (_, body) = call(&s, "GET", "/api/v1/apps/web/history").await;
+    assert_eq!(body["entries"].as_array().unwrap().len(), 2);
+    let (code, body) = call(&s, "GET", "/api/v1/audit?limit=0").await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    let (code, _) = call(&s, "GET", "/api/v1/audit?since=yesterday").await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    let (code, body) = call(&s, "GET", "/api/v1/audit/verify").await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(body["ok"], true);
+    assert_eq!(body["entries"], 3);
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text() {
+    let (_d, s) = state().await;
+    s.metrics.transition("Healthy", 7);
+    let req = Request::builder().uri("/metrics").body(Body::empty()).unwrap();
+    let resp = router(s.clone()).oneshot(req).await.unwrap();
+    let text = String::from_utf8(axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap().to_vec()).unwrap();
+    assert!(text.contains("keelson_transitions_total{to=\"Healthy\"} 1"), "{text}");
+    assert!(text.contains("keelson_ledger_head_seq 7"), "{text}");
+}

@@ -1,0 +1,509 @@
+//! The `keelson` command line: verbs in the style of kubectl / flux, human output by default,
+//! `--format json` for machines, exit codes 0 ok, 1 findings or failure, 2 usage.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::daemon::{self, DaemonOptions};
+use crate::ledger::{AuditQuery, Ledger};
+use crate::record::StatusBranch;
+use crate::source::GitRepo;
+
+/// Keelson: a GitOps reconciler with a tamper-evident audit ledger.
+#[derive(Debug, Parser)]
+#[command(name = "keelson", version, propagate_version = true, arg_required_else_help = true)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log filter in RUST_LOG syntax (e.g. `info`, `keelson=debug`); RUST_LOG is used when absent.
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Output of reporting verbs.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// Output of `plan`.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum PlanFormat {
+    Text,
+    Markdown,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Try Keelson: make (or reuse) a demo state repository and run the daemon on it with the simulator.
+    Up(UpArgs),
+    /// Run the reconciler daemon on a state repository.
+    Daemon(DaemonArgs),
+    /// Create a state repository from the bundled template (a git repository on `main`, one commit).
+    Init {
+        /// Directory to create (must be absent or empty).
+        dir: PathBuf,
+    },
+    /// Check manifests: a whole repository (default `.`) or one file; prints `PATH:LINE:COL: error: message`.
+    Validate {
+        /// A state repository directory or a single YAML file.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Show what moving the tracked branch from BASE to HEAD would change, app by app.
+    Plan(PlanArgs),
+    /// Show the fleet as the daemon sees it.
+    Status {
+        /// Status API of the daemon.
+        #[arg(long, env = "KEELSON_SERVER", default_value = "http://127.0.0.1:7420")]
+        server: String,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Inspect and verify the audit ledger.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Print the JSON Schema of a kind (App, Policy, Config), for editors and CI; without KIND, list them.
+    Schema {
+        /// `App`, `Policy` or `Config` (case-insensitive).
+        kind: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Demo state repository (created from the template when absent or empty).
+    #[arg(long, default_value = "keelson-demo")]
+    pub dir: PathBuf,
+    /// Address of the status API (`127.0.0.1:0` picks a free port).
+    #[arg(long, default_value = "127.0.0.1:7420")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub tuning: Tuning,
+}
+
+/// Knobs shared by `up` and `daemon`.
+#[derive(Debug, Args)]
+pub struct Tuning {
+    /// How long a simulated workload takes to become healthy after a change (`1500ms`, `2s`).
+    #[arg(long, default_value = "1500ms", value_parser = parse_duration)]
+    pub sim_rollout_time: Duration,
+    /// Fallback poll of the tracked branch, for filesystems without change events.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+    /// A rollout not healthy after this long fails.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub progress_deadline: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Daemon configuration file (`kind: Config`, see docs/manifest-reference.md); flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// State repository: a local path (work tree or bare). Remote URLs are not supported yet.
+    #[arg(long, required_unless_present = "config")]
+    pub repo: Option<String>,
+    /// Tracked branch [default: main].
+    #[arg(long)]
+    pub branch: Option<String>,
+    /// Sub-folder of the repository holding the state (e.g. `clusters/prod`).
+    #[arg(long)]
+    pub path: Option<String>,
+    /// Audit ledger: a SQLite path or URL (`sqlite://…`, `postgres://…`); default `<data dir>/keelson.db`.
+    #[arg(long, env = "KEELSON_DATABASE")]
+    pub database: Option<String>,
+    /// Lock, default ledger and simulator state; default `<repo>/.keelson`.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Address of the status API [default: 127.0.0.1:7420].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Branch the daemon records transitions on [default: keelson/status].
+    #[arg(long)]
+    pub status_branch: Option<String>,
+    #[command(flatten)]
+    pub tuning: Tuning,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// State repository.
+    #[arg(long, default_value = ".")]
+    pub repo: PathBuf,
+    /// Revision the change starts from (what is deployed).
+    #[arg(long, default_value = "main")]
+    pub base: String,
+    /// Revision with the change (e.g. the pull-request branch).
+    #[arg(long, default_value = "HEAD")]
+    pub head: String,
+    /// Sub-folder of the repository holding the state.
+    #[arg(long, default_value = "")]
+    pub path: String,
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+    pub format: PlanFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the hash chain and cross-check the status branch's `Keelson-Audit` trailers.
+    Verify {
+        #[command(flatten)]
+        db: LedgerArgs,
+        /// Verify an export (`keelson audit export`) instead of a database.
+        #[arg(long, conflicts_with = "database")]
+        file: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// List ledger entries.
+    Log {
+        #[command(flatten)]
+        db: LedgerArgs,
+        /// Only this app.
+        #[arg(long)]
+        app: Option<String>,
+        /// Entries after this seq, or at/after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many entries.
+        #[arg(long, default_value_t = 1000)]
+        limit: i64,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Write every entry as JSON lines to FILE (`-` for stdout), for offline verification.
+    Export {
+        #[command(flatten)]
+        db: LedgerArgs,
+        file: PathBuf,
+    },
+}
+
+/// Where the ledger (and the status branch to cross-check) are.
+#[derive(Debug, Args)]
+pub struct LedgerArgs {
+    /// Ledger database path or URL; default `<repo>/.keelson/keelson.db`.
+    #[arg(long, env = "KEELSON_DATABASE")]
+    pub database: Option<String>,
+    /// State repository whose status branch holds the audit trailers.
+    #[arg(long)]
+    pub repo: Option<PathBuf>,
+    /// Status branch name.
+    #[arg(long, default_value = "keelson/status")]
+    pub status_branch: String,
+}
+
+impl LedgerArgs {
+    fn database(&self) -> Result<String> {
+        match (&self.database, &self.repo) {
+            (Some(db), _) => Ok(db.clone()),
+            (None, Some(repo)) => Ok(repo.join(".keelson/keelson.db").display().to_string()),
+            (None, None) => {
+                bail!("say which ledger: --database PATH|URL or --repo PATH (uses PATH/.keelson/keelson.db)")
+            }
+        }
+    }
+
+    async fn open(&self) -> Result<Ledger> {
+        let db = self.database()?;
+        if !db.contains("://") && !Path::new(&db).exists() {
+            bail!("no ledger at {db}; pass --database or --repo of a repository the daemon has run on");
+        }
+        Ledger::open(&db).await.context("opening the audit ledger")
+    }
+
+    fn anchors(&self) -> Result<Vec<crate::ledger::Anchor>> {
+        match &self.repo {
+            Some(repo) => StatusBranch::new(GitRepo::open(repo)?, &self.status_branch).anchors(),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+/// Parses `250ms`, `2s`, `5m`, `1h30m` the same way manifests do.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    keelson_manifest::units::parse_duration(s.trim())
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, cli.log_level.as_deref());
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, filter: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match filter {
+        Some(f) => EnvFilter::try_new(f).unwrap_or_else(|e| {
+            eprintln!("warning: bad --log-level {f:?} ({e}); using info");
+            EnvFilter::new("info")
+        }),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(false).init(),
+    }
+}
+
+async fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Up(args) => up(args).await,
+        Command::Daemon(args) => daemon_verb(args).await,
+        Command::Init { dir } => {
+            crate::init::init_repo(&dir)?;
+            println!("Created a state repository in {} (branch main, one commit).", dir.display());
+            println!("Next: keelson daemon --repo {}   (or keelson up --dir {})", dir.display(), dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate { path, format } => crate::validate::run(&path, format),
+        Command::Plan(args) => plan(args),
+        Command::Status { server, format } => status(&server, format),
+        Command::Audit(cmd) => audit(cmd).await,
+        Command::Schema { kind } => schema(kind.as_deref()),
+    }
+}
+
+async fn up(args: UpArgs) -> Result<ExitCode> {
+    let created = crate::init::prepare_demo(&args.dir)?;
+    let dir = args.dir.clone();
+    let opts = DaemonOptions {
+        repo: dir.clone(),
+        branch: "main".into(),
+        path: String::new(),
+        database: None,
+        data_dir: Some(dir.join(".keelson")),
+        listen: args.listen,
+        status_branch: "keelson/status".into(),
+        poll_interval: args.tuning.poll_interval,
+        sim_rollout_time: args.tuning.sim_rollout_time,
+        progress_deadline: args.tuning.progress_deadline,
+        providers: Default::default(),
+        clusters: Default::default(),
+    };
+    daemon::run(opts, |addr, data_dir, database| {
+        let d = dir.display();
+        let app = "storefront";
+        println!(
+            "Keelson is running on {d} ({}).",
+            if created { "new repository from the template" } else { "existing repository" }
+        );
+        println!("  listening on http://{addr}");
+        println!("  status page   http://{addr}/   JSON: http://{addr}/api/v1/apps");
+        println!("  audit ledger  {database}");
+        println!("  simulator     {}", data_dir.join("sim.db").display());
+        println!();
+        println!("Try a change (in another terminal):");
+        println!("  sed -i 's/replicas: 3/replicas: 5/' {d}/apps/{app}/deploy.yaml");
+        println!("  git -C {d} commit -am 'Scale {app} to 5'");
+        println!("  keelson status --server http://{addr}");
+        println!("  git -C {d} log keelson/status");
+        println!("  keelson audit verify --repo {d}");
+        println!("Stop with Ctrl-C.");
+    })
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn daemon_verb(args: DaemonArgs) -> Result<ExitCode> {
+    let config = match &args.config {
+        Some(path) => Some(crate::config::load(path)?),
+        None => None,
+    };
+    let opts = crate::config::daemon_options(args, config)?;
+    daemon::run(opts, |addr, _, database| {
+        println!("listening on http://{addr}");
+        println!("audit ledger {database}");
+    })
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn schema(kind: Option<&str>) -> Result<ExitCode> {
+    use keelson_manifest::schema::SCHEMAS;
+    let Some(kind) = kind else {
+        println!("{:<8} {:<24} {:<22} ID", "KIND", "API VERSION", "FILE");
+        for s in &SCHEMAS {
+            println!("{:<8} {:<24} {:<22} {}", s.kind.to_string(), s.api_version, s.file_name, s.id);
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    match SCHEMAS.iter().find(|s| s.kind.to_string().eq_ignore_ascii_case(kind)) {
+        Some(s) => {
+            println!("{}", s.json.trim_end());
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            let known: Vec<String> = SCHEMAS.iter().map(|s| s.kind.to_string()).collect();
+            bail!("unknown kind {kind:?}; supported kinds: {}", known.join(", "))
+        }
+    }
+}
+
+fn plan(args: PlanArgs) -> Result<ExitCode> {
+    let repo = GitRepo::open(&args.repo)?;
+    let plan = crate::plan::plan_revisions(&repo, &args.base, &args.head, &args.path)?;
+    match args.format {
+        PlanFormat::Text => print!("{}", crate::plan::render_text(&plan)),
+        PlanFormat::Markdown => print!("{}", crate::plan::render_markdown(&plan)),
+        PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
+    }
+    Ok(if plan.has_errors() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn status(server: &str, format: Format) -> Result<ExitCode> {
+    let url = format!("{}/api/v1/apps", server.trim_end_matches('/'));
+    let response = crate::client::get(&url, Duration::from_secs(5))?;
+    if response.status != 200 {
+        bail!("{url} answered {}: {}", response.status, response.body);
+    }
+    if format == Format::Json {
+        println!("{}", response.body);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let body: serde_json::Value =
+        serde_json::from_str(&response.body).with_context(|| format!("{url} did not return JSON"))?;
+    let apps = body["apps"].as_array().cloned().unwrap_or_default();
+    println!("{:<24} {:<12} {:<5} {:<8} {:<13} MESSAGE", "APP", "PHASE", "SYNC", "STEP", "COMMIT");
+    for a in &apps {
+        let step = match (a["progress"]["step"].as_u64(), a["progress"]["of"].as_u64()) {
+            (Some(s), Some(o)) => format!("{s}/{o}"),
+            _ => "-".into(),
+        };
+        let commit = a["desiredCommit"].as_str().unwrap_or_default();
+        println!(
+            "{:<24} {:<12} {:<5} {:<8} {:<13} {}",
+            a["name"].as_str().unwrap_or_default(),
+            a["phase"].as_str().unwrap_or_default(),
+            if a["inSync"].as_bool() == Some(true) { "yes" } else { "no" },
+            step,
+            crate::engine::short(commit),
+            a["message"].as_str().unwrap_or_default()
+        );
+    }
+    if apps.is_empty() {
+        println!("(no apps yet)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn audit(cmd: AuditCommand) -> Result<ExitCode> {
+    match cmd {
+        AuditCommand::Verify { db, file, format } => {
+            let anchors = db.anchors()?;
+            let report = match file {
+                Some(path) => {
+                    let f = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+                    crate::ledger::verify_export(std::io::BufReader::new(f), &anchors)?
+                }
+                None => db.open().await?.verify(&anchors).await?,
+            };
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                Format::Text => println!("{report}"),
+            }
+            Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        AuditCommand::Log { db, app, since, limit, format } => {
+            let ledger = db.open().await?;
+            let (since_seq, since_time) = match since {
+                Some(s) => match s.parse::<i64>() {
+                    Ok(seq) => (Some(seq), None),
+                    Err(_) => (None, Some(s)),
+                },
+                None => (None, None),
+            };
+            let entries = ledger.entries(&AuditQuery { since_seq, app, limit: Some(limit), since_time }).await?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&entries)?),
+                Format::Text => {
+                    println!("{:>6}  {:<27} {:<20} {:<26} {:<10} COMMIT", "SEQ", "AT", "APP", "TRANSITION", "ACTION");
+                    for e in &entries {
+                        println!(
+                            "{:>6}  {:<27} {:<20} {:<26} {:<10} {}",
+                            e.seq,
+                            e.at,
+                            e.app,
+                            format!("{} → {}", e.from_state, e.to_state),
+                            e.action,
+                            crate::engine::short(&e.desired_commit)
+                        );
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Export { db, file } => {
+            let ledger = db.open().await?;
+            let n = if file.as_os_str() == "-" {
+                let mut out = std::io::stdout();
+                ledger.export(&mut out).await?
+            } else {
+                let mut out = std::io::BufWriter::new(
+                    std::fs::File::create(&file).with_context(|| format!("creating {}", file.display()))?,
+                );
+                let n = ledger.export(&mut out).await?;
+                std::io::Write::flush(&mut out)?;
+                n
+            };
+            eprintln!("exported {n} entries");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1500ms").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert!(parse_duration("five").is_err());
+        assert!(parse_duration("5y").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,220 @@
+//! The daemon: one instance per data directory, wiring source → engine → ledger → status branch → API.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use keelson_manifest::config::ProviderConfig;
+use keelson_providers::sim::{SimConfig, SimProvider};
+use keelson_providers::{Registry, SystemClock};
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::api::{ApiState, router};
+use crate::engine::state::{Fleet, SourceStatus};
+use crate::engine::{Bindings, Engine, EngineSettings};
+use crate::ledger::Ledger;
+use crate::metrics::Metrics;
+use crate::record::{StatusBranch, drain_outbox, run_recorder};
+use crate::source::{GitRepo, watch_ref};
+
+/// Everything `keelson daemon` (and `keelson up`) needs to run.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// Path of the state repository (work tree or bare).
+    pub repo: PathBuf,
+    pub branch: String,
+    /// Sub-folder of the repository holding the state.
+    pub path: String,
+    /// Ledger database: a path or URL; default `<data dir>/keelson.db`.
+    pub database: Option<String>,
+    /// Where the lock, the default ledger and the simulator live; default `<repo>/.keelson`.
+    pub data_dir: Option<PathBuf>,
+    pub listen: SocketAddr,
+    pub status_branch: String,
+    /// Fallback poll of the tracked ref, for filesystems without change events.
+    pub poll_interval: Duration,
+    /// How long a simulated workload takes to converge.
+    pub sim_rollout_time: Duration,
+    pub progress_deadline: Duration,
+    /// Named provider instances (`providers:` in config); empty means one `sim` instance for every cluster.
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// Cluster name → provider instance serving its workloads (`clusters:` in config).
+    pub clusters: BTreeMap<String, String>,
+}
+
+/// Runs until SIGTERM or SIGINT; `on_listening` is called with the bound API address and data dir.
+pub async fn run(opts: DaemonOptions, on_listening: impl FnOnce(SocketAddr, &Path, &str)) -> Result<()> {
+    let repo = {
+        let path = opts.repo.clone();
+        tokio::task::spawn_blocking(move || GitRepo::open(&path)).await??
+    };
+    let data_dir = opts.data_dir.clone().unwrap_or_else(|| repo.root().join(".keelson"));
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let _lock = take_instance_lock(&data_dir)?;
+    clear_stale_git_locks(&repo, &opts.status_branch);
+
+    let database = opts.database.clone().unwrap_or_else(|| data_dir.join("keelson.db").display().to_string());
+    let ledger = Ledger::open(&database).await.context("opening the audit ledger")?;
+    // From here on the database string is only shown without its password.
+    let database = crate::ledger::redact(&database);
+    let (registry, bindings) = providers(&opts, &data_dir).await?;
+
+    let metrics = Arc::new(Metrics::new());
+    let status_branch = StatusBranch::new(repo.clone(), &opts.status_branch);
+    // Whatever a previous run appended but did not commit goes to the branch before any new work.
+    let drained = drain_outbox(&status_branch, &ledger, &metrics).await.context("draining the status outbox")?;
+    if drained > 0 {
+        tracing::info!(entries = drained, "recorded ledger entries left from the previous run on the status branch");
+    }
+    let fleet = Arc::new(RwLock::new(Fleet {
+        apps: Default::default(),
+        source: SourceStatus {
+            repo: repo.root().display().to_string(),
+            branch: opts.branch.clone(),
+            path: opts.path.clone(),
+            ..SourceStatus::default()
+        },
+    }));
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| {
+        format!("cannot listen on {} (is another process using it? try --listen 127.0.0.1:0)", opts.listen)
+    })?;
+    let addr = listener.local_addr()?;
+    let api = router(ApiState {
+        fleet: fleet.clone(),
+        ledger: ledger.clone(),
+        metrics: metrics.clone(),
+        status_branch: Some(status_branch.clone()),
+    });
+    let mut api_shutdown = shutdown_rx.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, api)
+            .with_graceful_shutdown(async move {
+                let _ = api_shutdown.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+
+    let wake = Arc::new(Notify::new());
+    let recorder = tokio::spawn(run_recorder(
+        status_branch.clone(),
+        ledger.clone(),
+        metrics.clone(),
+        wake.clone(),
+        shutdown_rx.clone(),
+    ));
+    let (ref_tx, ref_rx) = mpsc::channel(16);
+    let _watch = watch_ref(repo.git_dir(), &opts.branch, opts.poll_interval, ref_tx)?;
+    let engine = Engine::new(
+        repo.clone(),
+        ledger.clone(),
+        registry,
+        bindings,
+        EngineSettings {
+            branch: opts.branch.clone(),
+            path: opts.path.clone(),
+            progress_deadline: opts.progress_deadline,
+            tick: Duration::from_millis(200),
+        },
+        fleet,
+        metrics.clone(),
+        wake,
+    );
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: finishing the current step, draining the status outbox");
+        let _ = shutdown_tx.send(true);
+    });
+    on_listening(addr, &data_dir, &database);
+    tracing::info!(%addr, repo = %repo.root().display(), branch = opts.branch, "keelson is running");
+    let result = engine.run(ref_rx, shutdown_rx).await;
+    let _ = recorder.await;
+    // The recorder has stopped: one last drain so nothing appended is left off the branch.
+    drain_outbox(&status_branch, &ledger, &metrics).await.context("draining the status outbox at shutdown")?;
+    server.await?.context("status API server")?;
+    ledger.close().await;
+    result
+}
+
+/// Builds the provider instances and the cluster bindings; without config, one `sim` serves every cluster.
+async fn providers(opts: &DaemonOptions, data_dir: &Path) -> Result<(Registry, Bindings)> {
+    let mut registry = Registry::new();
+    let sim_config = SimConfig { rollout_time: opts.sim_rollout_time, ..SimConfig::default() };
+    if opts.providers.is_empty() {
+        let sim = SimProvider::open(&data_dir.join("sim.db"), "sim", Arc::new(SystemClock), sim_config)
+            .await
+            .context("opening the simulator")?;
+        registry.insert("sim", Arc::new(sim));
+        return Ok((registry, Bindings { default_instance: Some("sim".into()), clusters: Default::default() }));
+    }
+    for (name, provider) in &opts.providers {
+        match provider.kind.as_str() {
+            "sim" => {
+                let file = if name == "sim" { "sim.db".to_owned() } else { format!("sim-{name}.db") };
+                let sim = SimProvider::open(&data_dir.join(file), name, Arc::new(SystemClock), sim_config.clone())
+                    .await
+                    .with_context(|| format!("opening provider {name} (sim)"))?;
+                registry.insert(name.clone(), Arc::new(sim));
+            }
+            other => bail!(
+                "provider {name}: type {other:?} is not available in this build (available: sim); \
+                 see the status table in README.md"
+            ),
+        }
+    }
+    for (cluster, instance) in &opts.clusters {
+        if registry.get(instance).is_err() {
+            bail!("cluster {cluster}: workloads provider {instance:?} is not defined under `providers:`");
+        }
+    }
+    Ok((registry, Bindings { default_instance: None, clusters: opts.clusters.clone() }))
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; stop the daemon with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Takes `<data dir>/lock`; fails with a clear message when another instance holds it.
+fn take_instance_lock(data_dir: &Path) -> Result<File> {
+    let path = data_dir.join("lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "another keelson is already running on {} (it holds {}); stop it first or use another --data-dir",
+            data_dir.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+    }
+}
+
+/// With the instance lock held, a lock file on the status branch can only be one this daemon left
+/// behind when it was killed mid-commit; git would refuse to move the branch until it is gone.
+fn clear_stale_git_locks(repo: &GitRepo, status_branch: &str) {
+    let lock = repo.git_dir().join("refs/heads").join(format!("{status_branch}.lock"));
+    if lock.exists() {
+        match std::fs::remove_file(&lock) {
+            Ok(()) => tracing::warn!(path = %lock.display(), "removed a stale lock file left by an interrupted run"),
+            Err(e) => tracing::error!(path = %lock.display(), error = %e, "cannot remove a stale git lock file"),
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! The reconcile decision: a plain function of (desired app, current status, dependencies) → what to do.
+//! No I/O here; the engine carries the decision out.
+
+use keelson_manifest::LoadedApp;
+
+use super::state::{AppStatus, Phase};
+
+/// What the engine should do for one app now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// The app is where git wants it (or is quarantined); nothing to do.
+    Nothing,
+    /// A rollout is needed but must wait (e.g. for a dependency); the message says why.
+    Wait { reason: &'static str, message: String },
+    /// `spec.suspend` is set: record `Suspended`, then leave the app alone.
+    Suspend,
+    /// Start a new rollout of the desired digest.
+    StartRollout,
+}
+
+/// Decides what to do for `desired` given its current `status` (None for an app never seen),
+/// whether a `Keelson-Retry` trailer asks to retry it, and whether its dependencies are ready
+/// (`Err(message)` naming the one that is not).
+pub fn decide(desired: &LoadedApp, status: Option<&AppStatus>, retry: bool, deps: Result<(), String>) -> Decision {
+    let suspended = desired.app.spec.suspend;
+    let Some(status) = status else {
+        return if suspended { Decision::Suspend } else { start_or_wait(deps) };
+    };
+    if suspended {
+        return if status.phase == Phase::Suspended { Decision::Nothing } else { Decision::Suspend };
+    }
+    let same_digest = status.desired_digest == desired.digest;
+    if status.quarantined_digest.as_deref() == Some(desired.digest.as_str()) && !retry {
+        return Decision::Nothing;
+    }
+    let needs_rollout = match status.phase {
+        // Never acted on, interrupted before the first step, blocked, or resumed from suspension:
+        // roll out even when the digest is the same as the one last recorded.
+        Phase::Pending | Phase::Planned | Phase::Blocked | Phase::Suspended => true,
+        Phase::Failed => !same_digest || retry,
+        _ => !same_digest,
+    };
+    if needs_rollout { start_or_wait(deps) } else { Decision::Nothing }
+}
+
+fn start_or_wait(deps: Result<(), String>) -> Decision {
+    match deps {
+        Ok(()) => Decision::StartRollout,
+        Err(message) => Decision::Wait { reason: "DependencyNotReady", message },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keelson_manifest::App;
+
+    fn loaded(name: &str, digest: &str, suspend: bool) -> LoadedApp {
+        let yaml = serde_json::json!({
+            "apiVersion": "keelson.dev/v1alpha1", "kind": "App",
+            "metadata": {"name": name},
+            "spec": {"image": "img:1", "replicas": 1, "placement": {"cluster": "c"}, "suspend": suspend}
+        });
+        let app: App = serde_json::from_value(yaml).expect("valid app");
+        LoadedApp { app, file: format!("apps/{name}/deploy.yaml"), digest: digest.into() }
+    }
+
+    fn status(phase: Phase, digest: &str) -> AppStatus {
+        AppStatus { phase, desired_digest: digest.into(), ..AppStatus::pending("web") }
+    }
+
+    #[test]
+    fn new_app_rolls_out_or_waits_for_dependencies() {
+        assert_eq!(decide(&loaded("web", "d1", false), None, false, Ok(())), Decision::StartRollout);
+        assert!(matches!(decide(&loaded("web", "d1", false), None, false, Err("db".into())), Decision::Wait { .. }));
+    }
+
+    #[test]
+    fn same_digest_healthy_does_nothing_new_digest_rolls_out() {
+        let s = status(Phase::Healthy, "d1");
+        assert_eq!(decide(&loaded("web", "d1", false), Some(&s), false, Ok(())), Decision::Nothing);
+        assert_eq!(decide(&loaded("web", "d2", false), Some(&s), false, Ok(())), Decision::StartRollout);
+    }
+
+    #[test]
+    fn newest_digest_wins_over_an_inflight_rollout() {
+        let s = status(Phase::Progressing, "d1");
+        assert_eq!(decide(&loaded("web", "d1", false), Some(&s), false, Ok(())), Decision::Nothing);
+        assert_eq!(decide(&loaded("web", "d2", false), Some(&s), false, Ok(())), Decision::StartRollout);
+    }
+
+    #[test]
+    fn failed_digest_is_quarantined_until_changed_or_retried() {
+        let mut s = status(Phase::Failed, "d1");
+        s.quarantined_digest = Some("d1".into());
+        assert_eq!(decide(&loaded("web", "d1", false), Some(&s), false, Ok(())), Decision::Nothing);
+        assert_eq!(decide(&loaded("web", "d1", false), Some(&s), true, Ok(())), Decision::StartRollout);
+        assert_eq!(decide(&loaded("web", "d2", false), Some(&s), false, Ok(())), Decision::StartRollout);
+    }
+
+    #[test]
+    fn suspend_is_recorded_once_and_resume_rolls_out() {
+        let s = status(Phase::Healthy, "d1");
+        assert_eq!(decide(&loaded("web", "d2", true), Some(&s), false, Ok(())), Decision::Suspend);
+        let s = status(Phase::Suspended, "d1");
+        assert_eq!(decide(&loaded("web", "d2", true), Some(&s), false, Ok(())), Decision::Nothing);
+        assert_eq!(decide(&loaded("web", "d3", false), Some(&s), false, Ok(())), Decision::StartRollout);
+    }
+
+    #[test]
+    fn blocked_or_interrupted_apps_roll_out_again() {
+        for phase in [Phase::Blocked, Phase::Planned, Phase::Pending] {
+            let s = status(phase, "d1");
+            assert_eq!(decide(&loaded("web", "d1", false), Some(&s), false, Ok(())), Decision::StartRollout, "{phase}");
+        }
+    }
+}

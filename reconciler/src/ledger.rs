@@ -1,0 +1,344 @@
+//! The audit ledger: a hash-chained, append-only record of every transition, in SQLite or PostgreSQL.
+//!
+//! The chain itself (entries, canonical form, hash, verification) is pure code in [`chain`]; the
+//! stores in `sqlite` and `postgres` only serialize appends on the head and move rows. The format a
+//! third party needs to verify an export is in `docs/audit.md`.
+
+mod chain;
+mod export;
+mod postgres;
+mod sqlite;
+#[cfg(test)]
+mod tests;
+
+use std::io;
+use std::path::PathBuf;
+
+use futures_util::stream::{BoxStream, StreamExt};
+use serde::{Deserialize, Serialize};
+
+pub use chain::{
+    AUDIT_TRAILER, Anchor, BadEntry, GENESIS_HASH, INTENT_ACTION, LedgerEntry, NewEntry, RolloutRef, Verifier,
+    VerifyReport, format_at, normalize_at, verify_entries,
+};
+pub use export::verify_export;
+
+/// Errors of the audit ledger.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database string is not a path, a `sqlite:` URL or a `postgres://` URL.
+    #[error(
+        "ledger database `{given}` is neither a file path, a sqlite:// URL nor a postgres:// URL; \
+         use e.g. `/var/lib/keelson/ledger.db`, `sqlite://ledger.db` or `postgres://keelson@db/keelson`"
+    )]
+    UnsupportedDatabase {
+        /// The database string, with any password removed.
+        given: String,
+    },
+    /// The SQLite file's directory could not be created.
+    #[error("cannot create {path} for the ledger database: {source}; check the path and its permissions")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The database could not be opened or connected to.
+    #[error("cannot open the ledger database `{database}`: {source}; check that it exists and is reachable")]
+    Open {
+        /// The database string, with any password removed.
+        database: String,
+        /// Why.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A database operation failed.
+    #[error("ledger database error while {doing}: {source}")]
+    Database {
+        /// What the ledger was doing.
+        doing: &'static str,
+        /// Why.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The database was written by a newer Keelson.
+    #[error(
+        "the ledger database has schema version {found}, but this keelson knows only up to {known}; \
+         upgrade keelson (never downgrade a ledger database)"
+    )]
+    SchemaTooNew {
+        /// The database's version.
+        found: i64,
+        /// The newest version this build knows.
+        known: i64,
+    },
+    /// A schema migration failed; its transaction was rolled back.
+    #[error(
+        "ledger schema migration {version} ({name}) failed: {source}; the database is unchanged, \
+         fix the cause and restart"
+    )]
+    Migration {
+        /// The migration's version.
+        version: i64,
+        /// The migration's name.
+        name: &'static str,
+        /// Why.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// An entry was refused before anything was written.
+    #[error("ledger entry for app `{app}` refused: {reason}")]
+    InvalidEntry {
+        /// The entry's app.
+        app: String,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// An audit query was malformed.
+    #[error("invalid audit query: {0}")]
+    InvalidQuery(String),
+    /// Reading or writing an export failed.
+    #[error("audit export I/O failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl Error {
+    /// A stable label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::UnsupportedDatabase { .. } => "unsupported_database",
+            Error::CreateDir { .. } => "create_dir",
+            Error::Open { .. } => "open",
+            Error::Database { .. } => "database",
+            Error::SchemaTooNew { .. } => "schema_too_new",
+            Error::Migration { .. } => "migration",
+            Error::InvalidEntry { .. } => "invalid_entry",
+            Error::InvalidQuery(_) => "invalid_query",
+            Error::Io(_) => "io",
+        }
+    }
+}
+
+/// Result type of the ledger.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Maps a sqlx error to [`Error::Database`] with what the ledger was doing.
+fn db(doing: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
+    move |source| Error::Database { doing, source }
+}
+
+/// Filters for [`Ledger::entries`]; every field is optional and they combine with AND.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct AuditQuery {
+    /// Only entries with a greater seq (exclusive).
+    #[serde(alias = "since_seq")]
+    pub since_seq: Option<i64>,
+    /// Only entries of this app.
+    pub app: Option<String>,
+    /// At most this many entries (the oldest matching ones); no limit when absent.
+    pub limit: Option<i64>,
+    /// Only entries at or after this RFC 3339 time.
+    #[serde(alias = "since_time")]
+    pub since_time: Option<String>,
+}
+
+/// One embedded schema migration.
+struct Migration {
+    version: i64,
+    name: &'static str,
+    sql: &'static str,
+}
+
+/// The column list in table order, shared by both stores' queries.
+macro_rules! ledger_columns {
+    () => {
+        "seq, at, app, desired_commit, desired_digest, rollout, from_state, to_state, action, actor, detail, \
+         prev_hash, hash"
+    };
+}
+use ledger_columns;
+
+/// Rows come back as entries, or as a decode error that verification reports as a bad row.
+type EntryStream<'a> = BoxStream<'a, Result<LedgerEntry, sqlx::Error>>;
+
+#[derive(Clone, Debug)]
+enum Store {
+    Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PgStore),
+}
+
+/// The audit ledger; cheap to clone (it holds a connection pool), shareable across tasks.
+#[derive(Clone, Debug)]
+pub struct Ledger {
+    store: Store,
+}
+
+/// How many entries verification hands to a blocking thread at a time.
+const VERIFY_CHUNK: usize = 512;
+
+impl Ledger {
+    /// Closes the connections; for SQLite this checkpoints the WAL into the database file, so the
+    /// file alone is a complete copy once the daemon has stopped.
+    pub async fn close(&self) {
+        match &self.store {
+            Store::Sqlite(s) => s.pool().close().await,
+            Store::Postgres(s) => s.pool().close().await,
+        }
+    }
+
+    /// Opens (creating and migrating if needed) a ledger: a file path, `sqlite://…` or `postgres://…`.
+    pub async fn open(database: &str) -> Result<Ledger> {
+        let lower = database.trim_start().to_ascii_lowercase();
+        let store = if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+            Store::Postgres(postgres::PgStore::open(database).await?)
+        } else if lower.starts_with("sqlite:") {
+            Store::Sqlite(sqlite::SqliteStore::open_url(database).await?)
+        } else if database.trim().is_empty() || database.contains("://") {
+            return Err(Error::UnsupportedDatabase { given: redact(database) });
+        } else {
+            Store::Sqlite(sqlite::SqliteStore::open_path(database.as_ref()).await?)
+        };
+        Ok(Ledger { store })
+    }
+
+    /// Appends one entry and returns it as stored.
+    pub async fn append(&self, entry: NewEntry) -> Result<LedgerEntry> {
+        let mut stored = self.append_batch(vec![entry]).await?;
+        Ok(stored.pop().expect("append_batch returns one entry per input"))
+    }
+
+    /// Appends several entries in one transaction: all of them, contiguous, or none.
+    pub async fn append_batch(&self, entries: Vec<NewEntry>) -> Result<Vec<LedgerEntry>> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let prepared = entries.into_iter().map(chain::prepare).collect::<Result<Vec<_>>>()?;
+        match &self.store {
+            Store::Sqlite(s) => s.append(prepared).await,
+            Store::Postgres(s) => s.append(prepared).await,
+        }
+    }
+
+    /// The newest entry's `(seq, hash)`.
+    pub async fn head(&self) -> Result<Option<(i64, String)>> {
+        let head = match &self.store {
+            Store::Sqlite(s) => s.head().await?,
+            Store::Postgres(s) => s.head().await?,
+        };
+        Ok(head.map(|h| (h.seq, h.hash)))
+    }
+
+    /// The number of entries.
+    pub async fn count(&self) -> Result<i64> {
+        match &self.store {
+            Store::Sqlite(s) => s.count().await,
+            Store::Postgres(s) => s.count().await,
+        }
+    }
+
+    /// Entries matching `query`, ascending seq.
+    pub async fn entries(&self, query: &AuditQuery) -> Result<Vec<LedgerEntry>> {
+        if let Some(limit) = query.limit
+            && limit < 0
+        {
+            return Err(Error::InvalidQuery(format!("limit must be 0 or more, not {limit}")));
+        }
+        let since_time = query.since_time.as_deref().map(normalize_at).transpose()?;
+        match &self.store {
+            Store::Sqlite(s) => s.entries(query, since_time).await,
+            Store::Postgres(s) => s.entries(query, since_time).await,
+        }
+    }
+
+    /// Up to `limit` entries with seq greater than `seq`, ascending (the status branch's outbox).
+    pub async fn entries_after(&self, seq: i64, limit: i64) -> Result<Vec<LedgerEntry>> {
+        self.entries(&AuditQuery { since_seq: Some(seq), limit: Some(limit), ..AuditQuery::default() }).await
+    }
+
+    /// Intents (`action == "intent"`) that no later entry names as `detail.intentSeq`, ascending seq.
+    pub async fn open_intents(&self) -> Result<Vec<LedgerEntry>> {
+        match &self.store {
+            Store::Sqlite(s) => s.open_intents().await,
+            Store::Postgres(s) => s.open_intents().await,
+        }
+    }
+
+    /// Recomputes the whole chain and checks it against status-branch anchors, in constant memory.
+    ///
+    /// Read the anchors before calling this: the ledger only grows, so every anchor read earlier
+    /// must have its entry by the time the table is read.
+    pub async fn verify(&self, anchors: &[Anchor]) -> Result<VerifyReport> {
+        let mut rows = self.all_entries();
+        let mut verifier = Verifier::new(anchors);
+        let mut chunk = Vec::with_capacity(VERIFY_CHUNK);
+        loop {
+            let row = rows.next().await;
+            let done = row.is_none();
+            match row {
+                None => {}
+                Some(Ok(entry)) => chunk.push(entry),
+                Some(Err(e @ sqlx::Error::ColumnDecode { .. })) => {
+                    // A row that no longer decodes (tampered types) is a bad entry, not an outage.
+                    verifier = verify_chunk(verifier, std::mem::take(&mut chunk)).await;
+                    verifier.push_unreadable(format!("the row does not read as a ledger entry: {e}"));
+                    break;
+                }
+                Some(Err(e)) => return Err(db("reading the ledger to verify it")(e)),
+            }
+            if done || chunk.len() >= VERIFY_CHUNK {
+                verifier = verify_chunk(verifier, std::mem::take(&mut chunk)).await;
+                if done || verifier.is_bad() {
+                    break;
+                }
+            }
+        }
+        Ok(verifier.finish())
+    }
+
+    /// Writes every entry as JSON Lines (one [`LedgerEntry`] per line, ascending seq); returns the count.
+    pub async fn export(&self, out: &mut (dyn io::Write + Send)) -> Result<u64> {
+        export::write_jsonl(self.all_entries(), out).await
+    }
+
+    /// All entries, ascending seq, from one consistent snapshot.
+    fn all_entries(&self) -> EntryStream<'_> {
+        match &self.store {
+            Store::Sqlite(s) => s.all_entries(),
+            Store::Postgres(s) => s.all_entries(),
+        }
+    }
+}
+
+/// Hashing a million entries is CPU work; it runs off the async executor a chunk at a time.
+async fn verify_chunk(mut verifier: Verifier, chunk: Vec<LedgerEntry>) -> Verifier {
+    if chunk.is_empty() {
+        return verifier;
+    }
+    tokio::task::spawn_blocking(move || {
+        for entry in &chunk {
+            if !verifier.push(entry) {
+                break;
+            }
+        }
+        verifier
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
+/// The database string without a password, for error messages and logs.
+pub fn redact(database: &str) -> String {
+    let Some((scheme, rest)) = database.split_once("://") else {
+        return database.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return database.to_owned();
+    };
+    match rest[..at].split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{}", &rest[at + 1..]),
+        None => database.to_owned(),
+    }
+}

@@ -1,0 +1,236 @@
+//! The SQLite store: WAL mode, appends serialized by `BEGIN IMMEDIATE` on the database file.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite};
+use time::OffsetDateTime;
+
+use super::chain::{self, Head, LedgerEntry, PreparedEntry};
+use super::{AuditQuery, EntryStream, Error, Migration, Result, db, ledger_columns};
+
+/// Schema migrations, applied in order at open; never edit one that has shipped, add a new one.
+const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "ledger", sql: include_str!("../../migrations/sqlite/0001_ledger.sql") },
+    Migration { version: 2, name: "intents", sql: include_str!("../../migrations/sqlite/0002_intents.sql") },
+];
+
+/// Generous, because every appender (thread or process) queues on the one write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Intents without an outcome. The subquery's expression matches the `ledger_outcome_of` index,
+/// so this is one index probe per intent, not a scan. The `+` strips `seq`'s INTEGER affinity:
+/// without it SQLite would convert the JSON value before comparing and could not use the index.
+pub(super) const OPEN_INTENTS: &str = concat!(
+    "SELECT ",
+    ledger_columns!(),
+    " FROM ledger i WHERE action = 'intent' AND NOT EXISTS (",
+    "SELECT 1 FROM ledger o WHERE json_extract(o.detail, '$.intentSeq') = +i.seq) ORDER BY seq"
+);
+
+/// A SQLite ledger database.
+#[derive(Clone, Debug)]
+pub(super) struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens a database file, creating it and its parent directories.
+    pub(super) async fn open_path(path: &Path) -> Result<SqliteStore> {
+        Self::open_with(SqliteConnectOptions::new().filename(path), &path.display().to_string(), false).await
+    }
+
+    /// Opens a `sqlite:` URL, creating the file and its parent directories.
+    pub(super) async fn open_url(url: &str) -> Result<SqliteStore> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|source| Error::Open { database: super::redact(url), source })?;
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        Self::open_with(options, url, in_memory).await
+    }
+
+    async fn open_with(options: SqliteConnectOptions, database: &str, in_memory: bool) -> Result<SqliteStore> {
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT);
+        if let Some(dir) = options.get_filename().parent()
+            && !dir.as_os_str().is_empty()
+            && !in_memory
+        {
+            tokio::fs::create_dir_all(dir).await.map_err(|source| Error::CreateDir { path: dir.to_owned(), source })?;
+        }
+        let mut pool_options = SqlitePoolOptions::new().max_connections(8);
+        if in_memory {
+            // An in-memory database lives in a shared cache, where a second connection would get
+            // table-lock errors that busy_timeout does not wait out; and it vanishes with its last
+            // connection, so that one must never be closed as idle.
+            pool_options = pool_options.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None);
+        }
+        let pool = pool_options
+            .connect_with(options)
+            .await
+            .map_err(|source| Error::Open { database: super::redact(database), source })?;
+        let store = SqliteStore { pool };
+        store.migrate(MIGRATIONS).await?;
+        Ok(store)
+    }
+
+    /// Applies the migrations this database lacks, in one transaction that holds the write lock.
+    async fn migrate(&self, migrations: &[Migration]) -> Result<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db("locking the schema"))?;
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS keelson_schema (
+                version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db("creating the schema version table"))?;
+        let current: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM keelson_schema")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("reading the schema version"))?;
+        let known = MIGRATIONS.last().map_or(0, |m| m.version);
+        if current > known {
+            return Err(Error::SchemaTooNew { found: current, known });
+        }
+        for m in migrations.iter().filter(|m| m.version > current) {
+            let failed = |source| Error::Migration { version: m.version, name: m.name, source };
+            sqlx::raw_sql(m.sql).execute(&mut *tx).await.map_err(failed)?;
+            sqlx::query("INSERT INTO keelson_schema (version, name, applied_at) VALUES (?, ?, ?)")
+                .bind(m.version)
+                .bind(m.name)
+                .bind(chain::format_at(OffsetDateTime::now_utc()))
+                .execute(&mut *tx)
+                .await
+                .map_err(failed)?;
+        }
+        tx.commit().await.map_err(db("committing the schema migration"))
+    }
+
+    pub(super) async fn append(&self, batch: Vec<PreparedEntry>) -> Result<Vec<LedgerEntry>> {
+        // IMMEDIATE takes the database's write lock before reading the head, so no other
+        // connection or process can chain onto the same head.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db("locking the ledger head"))?;
+        let head = sqlx::query("SELECT seq, hash, at FROM ledger ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db("reading the ledger head"))?
+            .map(|row| head_from_row(&row))
+            .transpose()
+            .map_err(db("reading the ledger head"))?;
+        let entries = chain::chain_onto(head, batch, OffsetDateTime::now_utc())?;
+        for e in &entries {
+            sqlx::query(concat!("INSERT INTO ledger (", ledger_columns!(), ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"))
+                .bind(e.seq)
+                .bind(&e.at)
+                .bind(&e.app)
+                .bind(&e.desired_commit)
+                .bind(&e.desired_digest)
+                .bind(e.rollout)
+                .bind(&e.from_state)
+                .bind(&e.to_state)
+                .bind(&e.action)
+                .bind(&e.actor)
+                .bind(&e.detail)
+                .bind(&e.prev_hash)
+                .bind(&e.hash)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("appending to the ledger"))?;
+        }
+        tx.commit().await.map_err(db("committing an append"))?;
+        Ok(entries)
+    }
+
+    pub(super) async fn head(&self) -> Result<Option<Head>> {
+        sqlx::query("SELECT seq, hash, at FROM ledger ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("reading the ledger head"))?
+            .map(|row| head_from_row(&row))
+            .transpose()
+            .map_err(db("reading the ledger head"))
+    }
+
+    pub(super) async fn count(&self) -> Result<i64> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM ledger")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("counting ledger entries"))
+    }
+
+    pub(super) async fn entries(&self, q: &AuditQuery, since_time: Option<String>) -> Result<Vec<LedgerEntry>> {
+        let mut sql = QueryBuilder::<Sqlite>::new(concat!("SELECT ", ledger_columns!(), " FROM ledger WHERE 1=1"));
+        if let Some(seq) = q.since_seq {
+            sql.push(" AND seq > ").push_bind(seq);
+        }
+        if let Some(app) = &q.app {
+            sql.push(" AND app = ").push_bind(app.clone());
+        }
+        if let Some(at) = since_time {
+            sql.push(" AND at >= ").push_bind(at);
+        }
+        sql.push(" ORDER BY seq");
+        if let Some(limit) = q.limit {
+            sql.push(" LIMIT ").push_bind(limit);
+        }
+        let rows = sql.build().fetch_all(&self.pool).await.map_err(db("querying the ledger"))?;
+        rows.iter().map(entry_from_row).collect::<Result<_, _>>().map_err(db("reading ledger entries"))
+    }
+
+    pub(super) async fn open_intents(&self) -> Result<Vec<LedgerEntry>> {
+        let rows = sqlx::query(OPEN_INTENTS).fetch_all(&self.pool).await.map_err(db("finding open intents"))?;
+        rows.iter().map(entry_from_row).collect::<Result<_, _>>().map_err(db("reading open intents"))
+    }
+
+    pub(super) fn all_entries(&self) -> EntryStream<'_> {
+        sqlx::query(concat!("SELECT ", ledger_columns!(), " FROM ledger ORDER BY seq"))
+            .fetch(&self.pool)
+            .map(|row| row.and_then(|row| entry_from_row(&row)))
+            .boxed()
+    }
+
+    /// A store on an existing pool with only some migrations applied, to test upgrades.
+    #[cfg(test)]
+    pub(super) async fn open_at_version(path: &Path, version: i64) -> Result<SqliteStore> {
+        let options = SqliteConnectOptions::new().filename(path).create_if_missing(true);
+        let pool = SqlitePool::connect_with(options).await.map_err(db("opening a test database"))?;
+        let store = SqliteStore { pool };
+        let upto = MIGRATIONS.iter().filter(|m| m.version <= version).count();
+        store.migrate(&MIGRATIONS[..upto]).await?;
+        Ok(store)
+    }
+
+    /// The pool (tests play the attacker through it; `Ledger::close` closes it).
+    pub(super) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+fn head_from_row(row: &SqliteRow) -> Result<Head, sqlx::Error> {
+    Ok(Head { seq: row.try_get("seq")?, hash: row.try_get("hash")?, at: row.try_get("at")? })
+}
+
+fn entry_from_row(row: &SqliteRow) -> Result<LedgerEntry, sqlx::Error> {
+    Ok(LedgerEntry {
+        seq: row.try_get("seq")?,
+        at: row.try_get("at")?,
+        app: row.try_get("app")?,
+        desired_commit: row.try_get("desired_commit")?,
+        desired_digest: row.try_get("desired_digest")?,
+        rollout: row.try_get("rollout")?,
+        from_state: row.try_get("from_state")?,
+        to_state: row.try_get("to_state")?,
+        action: row.try_get("action")?,
+        actor: row.try_get("actor")?,
+        detail: row.try_get("detail")?,
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
+}

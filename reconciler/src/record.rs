@@ -1,0 +1,248 @@
+//! Record: the status branch. Ledger entries not yet on the branch form the outbox; each batch
+//! becomes one commit holding `status/<app>.yaml`, written as objects directly (no work tree), with
+//! one `Keelson-Audit: <seq> <hash>` trailer per entry and `Keelson-Source: <commit>` trailers.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use gix::bstr::ByteSlice;
+use tokio::sync::{Notify, watch};
+
+use crate::crash::{crash_point, point};
+use crate::ledger::{Anchor, Ledger, LedgerEntry};
+use crate::metrics::Metrics;
+use crate::source::{GitRepo, trailer_values};
+
+/// The identity status commits are written with.
+pub const KEELSON_NAME: &str = "Keelson";
+/// The e-mail of that identity.
+pub const KEELSON_EMAIL: &str = "keelson@localhost";
+
+/// The status branch of a repository.
+#[derive(Debug, Clone)]
+pub struct StatusBranch {
+    repo: GitRepo,
+    reference: String,
+}
+
+impl StatusBranch {
+    /// The branch `branch` (e.g. `keelson/status`) of `repo`.
+    pub fn new(repo: GitRepo, branch: &str) -> Self {
+        Self { repo, reference: format!("refs/heads/{branch}") }
+    }
+
+    /// Highest ledger seq recorded on the branch (from the tip's trailers), `None` if the branch is new.
+    pub fn last_recorded_seq(&self) -> Result<Option<i64>> {
+        let repo = self.repo.local();
+        let Some(tip) = tip(&repo, &self.reference)? else { return Ok(None) };
+        let commit = repo.find_commit(tip)?;
+        let message = commit.message_raw_sloppy().to_str_lossy().into_owned();
+        Ok(parse_audit_trailers(&message).iter().map(|(seq, _)| *seq).max())
+    }
+
+    /// Every `Keelson-Audit` trailer on the branch, oldest commit first.
+    pub fn anchors(&self) -> Result<Vec<Anchor>> {
+        let repo = self.repo.local();
+        let Some(mut next) = tip(&repo, &self.reference)? else { return Ok(Vec::new()) };
+        let mut anchors = Vec::new();
+        loop {
+            let commit = repo.find_commit(next).with_context(|| format!("status commit {next}"))?;
+            let message = commit.message_raw_sloppy().to_str_lossy().into_owned();
+            let commit_hex = next.to_string();
+            let mut here: Vec<Anchor> = parse_audit_trailers(&message)
+                .into_iter()
+                .map(|(seq, hash)| Anchor { seq, hash, commit: commit_hex.clone() })
+                .collect();
+            here.reverse();
+            anchors.extend(here);
+            match commit.parent_ids().next() {
+                Some(parent) => next = parent.detach(),
+                None => break,
+            }
+        }
+        anchors.reverse();
+        Ok(anchors)
+    }
+
+    /// Writes one commit for `entries` (ascending seq) and moves the branch to it.
+    pub fn commit_batch(&self, entries: &[LedgerEntry]) -> Result<String> {
+        let repo = self.repo.local();
+        let parent = tip(&repo, &self.reference)?;
+        let base_tree = match parent {
+            Some(p) => repo.find_commit(p)?.tree_id()?.detach(),
+            None => repo.empty_tree().id,
+        };
+        let mut editor = repo.edit_tree(base_tree)?;
+        let mut latest: BTreeMap<&str, &LedgerEntry> = BTreeMap::new();
+        for entry in entries {
+            latest.insert(entry.app.as_str(), entry);
+        }
+        for (app, entry) in &latest {
+            let path = format!("status/{app}.yaml");
+            if entry.to_state == "Deleted" {
+                editor.remove(path.as_str())?;
+            } else {
+                let blob = repo.write_blob(status_file(entry))?.detach();
+                editor.upsert(path.as_str(), gix::object::tree::EntryKind::Blob, blob)?;
+            }
+        }
+        let tree = editor.write()?.detach();
+        crash_point(point::MID_STATUS_COMMIT);
+        let message = commit_message(entries);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let signature = gix::actor::Signature {
+            name: KEELSON_NAME.into(),
+            email: KEELSON_EMAIL.into(),
+            time: gix::date::Time::new(now.as_secs() as i64, 0),
+        };
+        let (mut b1, mut b2) = (gix::date::parse::TimeBuf::default(), gix::date::parse::TimeBuf::default());
+        let id = repo
+            .commit_as(
+                signature.to_ref(&mut b1),
+                signature.to_ref(&mut b2),
+                self.reference.as_str(),
+                message,
+                tree,
+                parent,
+            )
+            .with_context(|| format!("committing to {}", self.reference))?;
+        Ok(id.to_string())
+    }
+}
+
+fn tip(repo: &gix::Repository, reference: &str) -> Result<Option<gix::ObjectId>> {
+    let Some(mut r) = repo.try_find_reference(reference)? else { return Ok(None) };
+    Ok(Some(r.peel_to_id()?.detach()))
+}
+
+/// `(seq, hash)` of every `Keelson-Audit` trailer of a message.
+pub fn parse_audit_trailers(message: &str) -> Vec<(i64, String)> {
+    trailer_values(message, "Keelson-Audit")
+        .into_iter()
+        .filter_map(|v| {
+            let (seq, hash) = v.split_once(' ')?;
+            Some((seq.trim().parse().ok()?, hash.trim().to_owned()))
+        })
+        .collect()
+}
+
+/// The message of a status commit: a summary, one line per transition, then the trailers.
+pub fn commit_message(entries: &[LedgerEntry]) -> String {
+    let mut msg = String::new();
+    match entries {
+        [one] => {
+            let _ = writeln!(msg, "keelson: {} {} → {} ({})", one.app, one.from_state, one.to_state, one.action);
+        }
+        _ => {
+            let mut apps: Vec<&str> = entries.iter().map(|e| e.app.as_str()).collect();
+            apps.sort_unstable();
+            apps.dedup();
+            let _ = writeln!(msg, "keelson: {} transitions ({})", entries.len(), apps.join(", "));
+        }
+    }
+    msg.push('\n');
+    for e in entries {
+        let _ = writeln!(msg, "- {} {}: {} → {} ({}) at {}", e.seq, e.app, e.from_state, e.to_state, e.action, e.at);
+    }
+    msg.push('\n');
+    for e in entries {
+        let _ = writeln!(msg, "Keelson-Audit: {} {}", e.seq, e.hash);
+    }
+    let mut sources: Vec<&str> = entries.iter().map(|e| e.desired_commit.as_str()).filter(|c| !c.is_empty()).collect();
+    sources.dedup();
+    let mut seen = std::collections::BTreeSet::new();
+    for s in sources {
+        if seen.insert(s) {
+            let _ = writeln!(msg, "Keelson-Source: {s}");
+        }
+    }
+    msg
+}
+
+/// `status/<app>.yaml`: the app's latest recorded transition.
+fn status_file(e: &LedgerEntry) -> String {
+    let rollout = e.rollout.map(|r| r.to_string()).unwrap_or_else(|| "null".into());
+    format!(
+        "# Written by Keelson from its audit ledger; do not edit.\n\
+         app: {app}\n\
+         phase: {to}\n\
+         desiredCommit: \"{commit}\"\n\
+         desiredDigest: \"{digest}\"\n\
+         rollout: {rollout}\n\
+         lastTransition:\n  from: {from}\n  to: {to}\n  action: {action}\n  at: \"{at}\"\n  auditSeq: {seq}\n  auditHash: \"{hash}\"\n",
+        app = e.app,
+        to = e.to_state,
+        from = e.from_state,
+        commit = e.desired_commit,
+        digest = e.desired_digest,
+        action = e.action,
+        at = e.at,
+        seq = e.seq,
+        hash = e.hash,
+    )
+}
+
+/// Commits every ledger entry not yet on the branch (the outbox), in batches; returns how many.
+pub async fn drain_outbox(branch: &StatusBranch, ledger: &Ledger, metrics: &Metrics) -> Result<usize> {
+    let mut written = 0;
+    loop {
+        let b = branch.clone();
+        let last = tokio::task::spawn_blocking(move || b.last_recorded_seq()).await??.unwrap_or(0);
+        let entries = ledger.entries_after(last, OUTBOX_BATCH).await?;
+        let head = ledger.head().await?.map_or(0, |(seq, _)| seq);
+        metrics.outbox.set(head - last);
+        if entries.is_empty() {
+            return Ok(written);
+        }
+        let n = entries.len();
+        let b = branch.clone();
+        tokio::task::spawn_blocking(move || b.commit_batch(&entries)).await??;
+        metrics.status_commits.inc();
+        metrics.outbox.set((head - last - n as i64).max(0));
+        written += n;
+    }
+}
+
+/// Most entries one status commit holds.
+const OUTBOX_BATCH: i64 = 500;
+
+/// The recorder task: drains the outbox whenever the engine appends, and once more at shutdown.
+pub async fn run_recorder(
+    branch: StatusBranch,
+    ledger: Ledger,
+    metrics: Arc<Metrics>,
+    wake: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match drain_outbox(&branch, &ledger, &metrics).await {
+            Ok(_) => backoff = Duration::from_millis(100),
+            Err(e) => {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    retry_in_ms = backoff.as_millis() as u64,
+                    "status branch commit failed; will retry"
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = shutdown.changed() => {}
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

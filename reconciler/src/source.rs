@@ -1,0 +1,229 @@
+//! Source: the state repository in git. Resolves the tracked branch, lists the files of a commit,
+//! reads blobs, and wakes the engine when (and only when) the tracked ref moves.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use gix::bstr::ByteSlice;
+use keelson_manifest::RepoFile;
+use tokio::sync::mpsc;
+
+/// One commit of the tracked branch, as the loader needs it.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Full hex id of the commit.
+    pub commit: String,
+    /// Files under the configured sub-path, relative to it, with their blob ids.
+    pub files: Vec<RepoFile>,
+    /// Apps named by `Keelson-Retry: <app>` trailers in the commit message.
+    pub retry_apps: BTreeSet<String>,
+    /// First line of the commit message.
+    pub summary: String,
+    /// The whole commit message (for trailers such as `Keelson-Freeze-Override`).
+    pub message: String,
+}
+
+/// A git repository on disk (work tree or bare).
+#[derive(Clone)]
+pub struct GitRepo {
+    repo: gix::ThreadSafeRepository,
+    /// Work tree if there is one, else the git dir.
+    root: PathBuf,
+    git_dir: PathBuf,
+}
+
+impl std::fmt::Debug for GitRepo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitRepo").field("root", &self.root).finish()
+    }
+}
+
+impl GitRepo {
+    /// Opens the repository at `path` (a work tree or a bare repository).
+    pub fn open(path: &Path) -> Result<Self> {
+        let repo = gix::open(path).with_context(|| {
+            format!("{} is not a git repository (run `keelson init {}` to make one)", path.display(), path.display())
+        })?;
+        let root = repo.workdir().map(Path::to_path_buf).unwrap_or_else(|| repo.git_dir().to_path_buf());
+        let git_dir = repo.git_dir().to_path_buf();
+        Ok(Self { repo: repo.into_sync(), root, git_dir })
+    }
+
+    /// The work tree (or the git dir of a bare repository).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The `.git` directory.
+    pub fn git_dir(&self) -> &Path {
+        &self.git_dir
+    }
+
+    /// A handle for the current thread (gix repositories are not `Sync`).
+    pub fn local(&self) -> gix::Repository {
+        self.repo.to_thread_local()
+    }
+
+    /// Resolves a revision (`main`, `HEAD~1`, a hex id) to a full commit id.
+    pub fn resolve(&self, rev: &str) -> Result<String> {
+        let repo = self.local();
+        let id = repo
+            .rev_parse_single(rev)
+            .with_context(|| format!("cannot resolve revision {rev:?} in {}", self.root.display()))?;
+        let commit = id
+            .object()
+            .with_context(|| format!("reading object {id}"))?
+            .peel_to_commit()
+            .with_context(|| format!("revision {rev:?} is not a commit"))?;
+        Ok(commit.id.to_string())
+    }
+
+    /// The commit `refs/heads/<branch>` points at, or `None` if the branch does not exist.
+    pub fn branch_head(&self, branch: &str) -> Result<Option<String>> {
+        let repo = self.local();
+        let name = format!("refs/heads/{branch}");
+        let Some(mut reference) = repo.try_find_reference(name.as_str()).with_context(|| format!("reading {name}"))?
+        else {
+            return Ok(None);
+        };
+        let id = reference.peel_to_id().with_context(|| format!("peeling {name}"))?;
+        Ok(Some(id.to_string()))
+    }
+
+    /// Reads the commit and lists every file under `subpath` (`""` for the whole tree).
+    pub fn snapshot(&self, commit: &str, subpath: &str) -> Result<Snapshot> {
+        let repo = self.local();
+        let id = gix::ObjectId::from_hex(commit.as_bytes()).with_context(|| format!("bad commit id {commit:?}"))?;
+        let commit_obj = repo.find_commit(id).with_context(|| format!("commit {commit} not found"))?;
+        let message = commit_obj.message_raw_sloppy().to_str_lossy().into_owned();
+        let tree = commit_obj.tree_id().with_context(|| format!("tree of commit {commit}"))?.detach();
+        let files = list_files(&repo, tree, subpath).with_context(|| format!("listing files of commit {commit}"))?;
+        Ok(Snapshot {
+            commit: commit.to_owned(),
+            files,
+            retry_apps: trailer_values(&message, "Keelson-Retry").into_iter().collect(),
+            summary: message.lines().next().unwrap_or_default().to_owned(),
+            message,
+        })
+    }
+
+    /// Reads a blob by id.
+    pub fn read_blob(&self, blob_id: &str) -> std::io::Result<Vec<u8>> {
+        read_blob(&self.local(), blob_id)
+    }
+}
+
+/// Reads a blob through a thread-local repository handle.
+pub fn read_blob(repo: &gix::Repository, blob_id: &str) -> std::io::Result<Vec<u8>> {
+    let id = gix::ObjectId::from_hex(blob_id.as_bytes()).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let blob = repo.find_blob(id).map_err(|e| std::io::Error::other(format!("blob {blob_id}: {e}")))?;
+    Ok(blob.data.clone())
+}
+
+/// Lists all blobs under `subpath` of `tree`, paths relative to `subpath`.
+fn list_files(repo: &gix::Repository, tree: gix::ObjectId, subpath: &str) -> Result<Vec<RepoFile>> {
+    let mut start = tree;
+    for component in subpath.split('/').filter(|c| !c.is_empty() && *c != ".") {
+        let t = repo.find_tree(start)?;
+        let entry =
+            t.decode()?.entries.iter().find(|e| e.filename == component.as_bytes()).map(|e| (e.mode, e.oid.to_owned()));
+        match entry {
+            Some((mode, oid)) if mode.is_tree() => start = oid,
+            _ => bail!("source path {subpath:?} is not a directory in this commit"),
+        }
+    }
+    let mut files = Vec::new();
+    let mut stack = vec![(String::new(), start)];
+    while let Some((prefix, id)) = stack.pop() {
+        let t = repo.find_tree(id)?;
+        for entry in t.decode()?.entries {
+            let name = entry.filename.to_str_lossy();
+            let path = if prefix.is_empty() { name.into_owned() } else { format!("{prefix}/{name}") };
+            if entry.mode.is_tree() {
+                stack.push((path, entry.oid.to_owned()));
+            } else if entry.mode.is_blob() {
+                files.push(RepoFile { path, blob_id: entry.oid.to_string() });
+            }
+            // Symlinks and submodules are never followed: a manifest cannot point outside the repository.
+        }
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
+}
+
+/// Values of `Key: value` trailers in the last paragraph of a commit message.
+pub fn trailer_values(message: &str, key: &str) -> Vec<String> {
+    let last = message.trim_end().rsplit("\n\n").next().unwrap_or_default();
+    last.lines()
+        .filter_map(|line| line.split_once(':'))
+        .filter(|(k, _)| k.trim().eq_ignore_ascii_case(key))
+        .map(|(_, v)| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+/// Sends `()` on `tx` whenever the tracked ref may have moved: a filesystem event on
+/// `refs/heads/<branch>` or `packed-refs`, or every `poll` as a fallback for filesystems without events.
+/// Events on other refs (such as the status branch the daemon writes itself) are ignored.
+pub fn watch_ref(git_dir: &Path, branch: &str, poll: Duration, tx: mpsc::Sender<()>) -> Result<RefWatch> {
+    use notify::{RecursiveMode, Watcher};
+    let ref_path = git_dir.join("refs/heads").join(branch);
+    let packed = git_dir.join("packed-refs");
+    let event_tx = tx.clone();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        let relevant = event.paths.iter().any(|p| {
+            // git writes `<ref>.lock` then renames it over `<ref>`; either name means the ref moved.
+            p == &ref_path
+                || p == &packed
+                || p.to_str().is_some_and(|s| s.strip_suffix(".lock").is_some_and(|b| Path::new(b) == ref_path))
+        });
+        if relevant {
+            let _ = event_tx.try_send(());
+        }
+    })
+    .map_err(|e| anyhow!("cannot watch {}: {e}", git_dir.display()))?;
+    watcher
+        .watch(git_dir, RecursiveMode::NonRecursive)
+        .map_err(|e| anyhow!("cannot watch {}: {e}", git_dir.display()))?;
+    let heads = git_dir.join("refs/heads");
+    watcher.watch(&heads, RecursiveMode::Recursive).map_err(|e| anyhow!("cannot watch {}: {e}", heads.display()))?;
+    let poller = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(poll);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if tx.send(()).await.is_err() {
+                break;
+            }
+        }
+    });
+    Ok(RefWatch { _watcher: watcher, poller })
+}
+
+/// Keeps the filesystem watcher and poller alive; dropping it stops both.
+pub struct RefWatch {
+    _watcher: notify::RecommendedWatcher,
+    poller: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RefWatch {
+    fn drop(&mut self) {
+        self.poller.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trailers_come_from_the_last_paragraph_only() {
+        let msg =
+            "fix web\n\nKeelson-Retry: not-this\n\nbody\n\nKeelson-Retry: web\nSigned-off-by: a\nkeelson-retry: api\n";
+        assert_eq!(trailer_values(msg, "Keelson-Retry"), vec!["web", "api"]);
+        assert!(trailer_values("one line", "Keelson-Retry").is_empty());
+    }
+}

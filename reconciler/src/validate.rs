@@ -1,0 +1,91 @@
+//! `keelson validate`: every problem in a repository or one file, as `PATH:LINE:COL: error: message`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use keelson_manifest::{Diagnostic, Loader, RepoFile};
+use serde_json::json;
+
+use crate::cli::Format;
+
+/// Validates `path` (a directory is read from the filesystem, work tree as it is now) and prints findings.
+pub fn run(path: &Path, format: Format) -> Result<ExitCode> {
+    let (files, diagnostics) = check(path)?;
+    let errors = diagnostics.iter().filter(|d| d.is_error()).count();
+    let warnings = diagnostics.len() - errors;
+    match format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"files": files, "errors": errors, "warnings": warnings, "diagnostics": diagnostics})
+            )?
+        ),
+        Format::Text => {
+            for d in &diagnostics {
+                println!("{d}");
+            }
+            eprintln!("{files} files checked: {errors} errors, {warnings} warnings");
+        }
+    }
+    Ok(if errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// Number of files looked at and every diagnostic, paths as the user gave them.
+pub fn check(path: &Path) -> Result<(usize, Vec<Diagnostic>)> {
+    if path.is_file() {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        return Ok((1, keelson_manifest::check_file(&path.display().to_string(), &bytes)));
+    }
+    if !path.is_dir() {
+        anyhow::bail!("{} does not exist", path.display());
+    }
+    let mut files = Vec::new();
+    walk(path, path, &mut files)?;
+    files.sort_by(|a: &(RepoFile, Vec<u8>), b| a.0.path.cmp(&b.0.path));
+    let listing: Vec<RepoFile> = files.iter().map(|(f, _)| f.clone()).collect();
+    let read = |path: &str| files.iter().find(|(g, _)| g.path == path).map(|(_, b)| b.clone());
+    let outcome = Loader::new().load(&listing, &mut |f| Ok(read(&f.path).unwrap_or_default()));
+    let (policies, policy_diagnostics) = crate::policy::PolicySet::compile(&outcome.desired, &mut |path| {
+        read(path).ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("{path} does not exist")))
+    });
+    let mut found = outcome.diagnostics.clone();
+    found.extend(policy_diagnostics);
+    for app in outcome.desired.apps.values() {
+        let verdicts = crate::plan::verdicts_for(&policies, &outcome.desired, app, None, "");
+        found.extend(verdicts.iter().map(|v| crate::plan::verdict_diagnostic(&app.file, v)));
+    }
+    let prefix = if path == Path::new(".") {
+        String::new()
+    } else {
+        format!("{}/", path.display().to_string().trim_end_matches('/'))
+    };
+    let diagnostics = found.into_iter().map(|mut d| {
+        d.file = format!("{prefix}{}", d.file);
+        d
+    });
+    Ok((listing.len(), diagnostics.collect()))
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<(RepoFile, Vec<u8>)>) -> Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name == ".git" || name == ".keelson" {
+            continue;
+        }
+        let path = entry.path();
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            walk(root, &path, out)?;
+        } else if kind.is_file() {
+            let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().replace('\\', "/");
+            let id = gix::objs::compute_hash(gix::hash::Kind::Sha1, gix::objs::Kind::Blob, &bytes)
+                .map(|id| id.to_string())
+                .unwrap_or_default();
+            out.push((RepoFile { path: rel, blob_id: id }, bytes));
+        }
+    }
+    Ok(())
+}
