@@ -1,0 +1,149 @@
+//! One test (at least) per verb of the real binary: help, exit codes, init, validate, plan, status, audit.
+
+use std::time::Duration;
+
+use keelson_e2e::{Daemon, edit, git, keelson, template_repo};
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn every_verb_has_help_and_usage_errors_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    for verb in [
+        &["--help"][..],
+        &["up", "--help"],
+        &["daemon", "--help"],
+        &["init", "--help"],
+        &["validate", "--help"],
+        &["plan", "--help"],
+        &["status", "--help"],
+        &["audit", "--help"],
+        &["audit", "verify", "--help"],
+        &["audit", "log", "--help"],
+        &["audit", "export", "--help"],
+        &["schema", "--help"],
+    ] {
+        let out = keelson(verb, dir.path());
+        assert!(out.status.success(), "{verb:?}: {}", stderr(&out));
+        assert!(stdout(&out).contains("Usage:"), "{verb:?}");
+    }
+    assert_eq!(keelson(&["frobnicate"], dir.path()).status.code(), Some(2));
+    assert_eq!(keelson(&["daemon"], dir.path()).status.code(), Some(2), "missing --repo is a usage error");
+    assert_eq!(keelson(&["up", "--listen", "nowhere"], dir.path()).status.code(), Some(2));
+}
+
+#[test]
+fn init_makes_one_commit_on_main_and_refuses_a_non_empty_dir() {
+    let (tmp, repo) = template_repo();
+    assert_eq!(git(&repo, &["rev-list", "--count", "main"]), "1");
+    assert_eq!(git(&repo, &["symbolic-ref", "--short", "HEAD"]), "main");
+    assert_eq!(git(&repo, &["status", "--porcelain"]), "", "work tree matches the commit");
+    assert!(repo.join("apps/storefront/deploy.yaml").is_file());
+    let again = keelson(&["init", repo.to_str().unwrap()], tmp.path());
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stderr(&again).contains("not empty"), "{}", stderr(&again));
+}
+
+#[test]
+fn validate_passes_the_template_and_reports_file_line_col() {
+    let (tmp, repo) = template_repo();
+    let ok = keelson(&["validate", repo.to_str().unwrap()], tmp.path());
+    assert!(ok.status.success(), "{}{}", stdout(&ok), stderr(&ok));
+    edit(&repo.join("apps/order-worker/deploy.yaml"), "replicas: 2", "replicas: two");
+    let bad = keelson(&["validate", repo.to_str().unwrap()], tmp.path());
+    assert_eq!(bad.status.code(), Some(1));
+    let text = stdout(&bad);
+    let line = text.lines().find(|l| l.contains("order-worker/deploy.yaml")).unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("apps/order-worker/deploy.yaml:10:13: error:"), "{line}");
+    let json = keelson(&["validate", repo.to_str().unwrap(), "--format", "json"], tmp.path());
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert!(v["errors"].as_u64().unwrap() >= 1);
+    assert_eq!(v["diagnostics"][0]["line"], 10);
+}
+
+#[test]
+fn plan_shows_added_changed_and_removed_apps() {
+    let (tmp, repo) = template_repo();
+    git(&repo, &["checkout", "-qb", "change"]);
+    edit(&repo.join("apps/storefront/deploy.yaml"), "replicas: 3", "replicas: 6");
+    git(&repo, &["rm", "-rq", "apps/order-worker"]);
+    std::fs::create_dir_all(repo.join("apps/search")).unwrap();
+    let search = std::fs::read_to_string(repo.join("apps/postgres/deploy.yaml"))
+        .unwrap()
+        .replace("name: postgres", "name: search");
+    std::fs::write(repo.join("apps/search/deploy.yaml"), search).unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-qm", "change"]);
+    let r = repo.to_str().unwrap();
+    let text = keelson(&["plan", "--repo", r, "--base", "main", "--head", "change"], tmp.path());
+    assert!(text.status.success(), "{}", stderr(&text));
+    let out = stdout(&text);
+    assert!(out.contains("~ storefront"), "{out}");
+    assert!(out.contains("/spec/replicas: 3 → 6"), "{out}");
+    assert!(out.contains("- order-worker"), "{out}");
+    assert!(out.contains("+ search"), "{out}");
+    assert!(out.contains("1 to add, 1 to change, 1 to remove, 2 unchanged"), "{out}");
+    let md = stdout(&keelson(
+        &["plan", "--repo", r, "--base", "main", "--head", "change", "--format", "markdown"],
+        tmp.path(),
+    ));
+    assert!(md.starts_with("### Keelson plan"), "{md}");
+    assert!(md.contains("| ~ | `storefront` |"), "{md}");
+    let json = keelson(&["plan", "--repo", r, "--base", "main", "--head", "change", "--format", "json"], tmp.path());
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["changes"].as_array().unwrap().len(), 3);
+    let unknown = keelson(&["plan", "--repo", r, "--base", "nope"], tmp.path());
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(stderr(&unknown).contains("nope"));
+}
+
+#[test]
+fn status_and_audit_verbs_against_a_running_daemon() {
+    let (tmp, repo) = template_repo();
+    let r = repo.to_str().unwrap();
+    let d =
+        Daemon::start(&["daemon", "--repo", r, "--listen", "127.0.0.1:0", "--sim-rollout-time", "200ms"], tmp.path());
+    d.wait_for("postgres Healthy", Duration::from_secs(60), |d| {
+        d.app("postgres").filter(|a| a["phase"] == "Healthy").map(|_| ())
+    });
+    let status = keelson(&["status", "--server", &d.url], tmp.path());
+    assert!(status.status.success(), "{}", stderr(&status));
+    let table = stdout(&status);
+    assert!(table.starts_with("APP"), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("postgres") && l.contains("Healthy")), "{table}");
+    assert_eq!(d.terminate(), 0);
+
+    let log = keelson(&["audit", "log", "--repo", r, "--app", "postgres"], tmp.path());
+    assert!(log.status.success(), "{}", stderr(&log));
+    assert!(stdout(&log).contains("Planned → Progressing"), "{}", stdout(&log));
+    let export = tmp.path().join("export.jsonl");
+    let ex = keelson(&["audit", "export", "--repo", r, export.to_str().unwrap()], tmp.path());
+    assert!(ex.status.success(), "{}", stderr(&ex));
+    let verify = keelson(&["audit", "verify", "--repo", r, "--file", export.to_str().unwrap()], tmp.path());
+    assert!(verify.status.success(), "{}{}", stdout(&verify), stderr(&verify));
+    let nothing = keelson(&["status", "--server", "http://127.0.0.1:9"], tmp.path());
+    assert_eq!(nothing.status.code(), Some(1));
+    assert!(stderr(&nothing).contains("keelson up"), "{}", stderr(&nothing));
+}
+
+#[test]
+fn schema_prints_each_kind_and_names_the_supported_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = keelson(&["schema"], dir.path());
+    assert!(stdout(&list).contains("App"), "{}", stdout(&list));
+    for kind in ["App", "policy", "CONFIG"] {
+        let out = keelson(&["schema", kind], dir.path());
+        assert!(out.status.success(), "{kind}: {}", stderr(&out));
+        let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(schema["$schema"].as_str().unwrap().contains("2020-12"), "{kind}");
+    }
+    let bad = keelson(&["schema", "Deployment"], dir.path());
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr(&bad).contains("App, Policy, Config"), "{}", stderr(&bad));
+}
