@@ -29,7 +29,7 @@ fn second_instance_is_refused_sigterm_drains_and_restart_resumes() {
     let head = ledger_head(&d);
     assert_eq!(d.terminate(), 0);
     let tip = git(&repo, &["log", "-1", "keelson/status", "--format=%B"]);
-    let last_trailer = tip.lines().filter_map(|l| l.strip_prefix("Keelson-Audit: ")).last().unwrap();
+    let last_trailer = tip.lines().filter_map(|l| l.strip_prefix("Keelson-Audit: ")).next_back().unwrap();
     assert!(last_trailer.starts_with(&format!("{head} ")), "status branch ends at the ledger head {head}: {tip}");
 
     // The next start resumes: nothing is rolled out again, and new commits still flow.
