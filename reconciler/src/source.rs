@@ -166,14 +166,22 @@ pub fn trailer_values(message: &str, key: &str) -> Vec<String> {
 
 /// Sends `()` on `tx` whenever the tracked ref may have moved: a filesystem event on
 /// `refs/heads/<branch>` or `packed-refs`, or every `poll` as a fallback for filesystems without events.
-/// Events on other refs (such as the status branch the daemon writes itself) are ignored.
+/// Events on other refs (such as the status branch the daemon writes itself) are ignored, and so are
+/// reads: the daemon reads the ref after every wake-up, and a read that woke it again would spin.
 pub fn watch_ref(git_dir: &Path, branch: &str, poll: Duration, tx: mpsc::Sender<()>) -> Result<RefWatch> {
     use notify::{RecursiveMode, Watcher};
+    // Events carry the watched path as given; an absolute one makes them comparable whatever the
+    // working directory (`--repo ./state` must wake the daemon like `--repo /srv/state`).
+    let git_dir = git_dir.canonicalize().with_context(|| format!("cannot watch {}", git_dir.display()))?;
+    let git_dir = git_dir.as_path();
     let ref_path = git_dir.join("refs/heads").join(branch);
     let packed = git_dir.join("packed-refs");
     let event_tx = tx.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
+        if !moves_a_ref(&event.kind) {
+            return;
+        }
         let relevant = event.paths.iter().any(|p| {
             // git writes `<ref>.lock` then renames it over `<ref>`; either name means the ref moved.
             p == &ref_path
@@ -203,6 +211,13 @@ pub fn watch_ref(git_dir: &Path, branch: &str, poll: Duration, tx: mpsc::Sender<
     Ok(RefWatch { _watcher: watcher, poller })
 }
 
+/// Whether a filesystem event can mean a ref changed: writes, renames and removals can; opening or
+/// reading a file (`Access`) cannot.
+fn moves_a_ref(kind: &notify::EventKind) -> bool {
+    use notify::EventKind;
+    matches!(kind, EventKind::Any | EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_))
+}
+
 /// Keeps the filesystem watcher and poller alive; dropping it stops both.
 pub struct RefWatch {
     _watcher: notify::RecommendedWatcher,
@@ -225,5 +240,68 @@ mod tests {
             "fix web\n\nKeelson-Retry: not-this\n\nbody\n\nKeelson-Retry: web\nSigned-off-by: a\nkeelson-retry: api\n";
         assert_eq!(trailer_values(msg, "Keelson-Retry"), vec!["web", "api"]);
         assert!(trailer_values("one line", "Keelson-Retry").is_empty());
+    }
+
+    /// Reading the ref (as the daemon does after every wake-up) must not wake it; moving it must.
+    #[tokio::test]
+    async fn reads_of_the_ref_do_not_wake_the_engine_but_a_move_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let git_dir = dir.path().join(".git");
+        std::fs::create_dir_all(git_dir.join("refs/heads")).unwrap();
+        let ref_file = git_dir.join("refs/heads/main");
+        std::fs::write(&ref_file, "1111111111111111111111111111111111111111\n").unwrap();
+        let (tx, mut rx) = mpsc::channel(16);
+        let _watch = watch_ref(&git_dir, "main", Duration::from_secs(3600), tx).unwrap();
+        // The poller's first tick fires at once; drain it.
+        tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+
+        for _ in 0..20 {
+            std::fs::read(&ref_file).unwrap();
+            std::fs::read(git_dir.join("refs/heads")).ok();
+        }
+        std::fs::write(git_dir.join("refs/heads/keelson-status"), "2222222222222222222222222222222222222222\n").unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(rx.try_recv().is_err(), "a read of the ref or a write of another ref woke the engine");
+
+        let lock = git_dir.join("refs/heads/main.lock");
+        std::fs::write(&lock, "3333333333333333333333333333333333333333\n").unwrap();
+        std::fs::rename(&lock, &ref_file).unwrap();
+        let woke = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+        assert!(matches!(woke, Ok(Some(()))), "moving the ref did not wake the engine");
+    }
+
+    /// A relative git dir (`--repo ./state`) is watched like an absolute one.
+    #[test]
+    fn relative_paths_are_made_absolute_before_watching() {
+        let dir = tempfile::tempdir().unwrap();
+        let git_dir = dir.path().join(".git");
+        std::fs::create_dir_all(git_dir.join("refs/heads")).unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        let relative = pathdiff(&git_dir, &cwd);
+        assert!(relative.is_relative());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let (tx, mut rx) = mpsc::channel(16);
+            let _watch = watch_ref(&relative, "main", Duration::from_secs(3600), tx).unwrap();
+            tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+            std::fs::write(git_dir.join("refs/heads/main"), "4444444444444444444444444444444444444444\n").unwrap();
+            let woke = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+            assert!(matches!(woke, Ok(Some(()))), "a ref move under a relative git dir did not wake the engine");
+        });
+    }
+
+    /// `to` expressed relative to `from` (both absolute), with `..` components as needed.
+    fn pathdiff(to: &Path, from: &Path) -> PathBuf {
+        let to: Vec<_> = to.components().collect();
+        let from: Vec<_> = from.components().collect();
+        let common = to.iter().zip(&from).take_while(|(a, b)| a == b).count();
+        let mut out = PathBuf::new();
+        for _ in common..from.len() {
+            out.push("..");
+        }
+        for c in &to[common..] {
+            out.push(c.as_os_str());
+        }
+        out
     }
 }
