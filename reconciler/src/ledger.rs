@@ -175,8 +175,13 @@ pub struct Ledger {
     store: Store,
 }
 
-/// How many entries verification hands to a blocking thread at a time.
+/// How many entries verification hands to its hashing thread at a time.
 const VERIFY_CHUNK: usize = 512;
+/// Chunks read ahead of the hashing thread (bounds memory at a few thousand entries).
+const VERIFY_QUEUE: usize = 4;
+
+/// A row to verify, or why it could not be read as an entry.
+type VerifyRow = Result<LedgerEntry, String>;
 
 impl Ledger {
     /// Closes the connections; for SQLite this checkpoints the WAL into the database file, so the
@@ -270,31 +275,61 @@ impl Ledger {
     /// Read the anchors before calling this: the ledger only grows, so every anchor read earlier
     /// must have its entry by the time the table is read.
     pub async fn verify(&self, anchors: &[Anchor]) -> Result<VerifyReport> {
-        let mut rows = self.all_entries();
+        // Hashing is CPU work, so it runs on a blocking thread fed chunks through a short queue
+        // while this task keeps reading rows: reading and hashing overlap instead of taking turns.
+        let (chunks, mut queue) = tokio::sync::mpsc::channel::<Vec<VerifyRow>>(VERIFY_QUEUE);
         let mut verifier = Verifier::new(anchors);
+        let hashing = tokio::task::spawn_blocking(move || {
+            while let Some(chunk) = queue.blocking_recv() {
+                for row in chunk {
+                    let more = match row {
+                        Ok(entry) => verifier.push(&entry),
+                        Err(reason) => {
+                            verifier.push_unreadable(reason);
+                            false
+                        }
+                    };
+                    if !more {
+                        // Dropping the queue tells the reader to stop.
+                        return verifier;
+                    }
+                }
+            }
+            verifier
+        });
+        let mut rows = self.all_entries();
         let mut chunk = Vec::with_capacity(VERIFY_CHUNK);
-        loop {
-            let row = rows.next().await;
-            let done = row.is_none();
+        let mut failed = None;
+        while let Some(row) = rows.next().await {
             match row {
-                None => {}
-                Some(Ok(entry)) => chunk.push(entry),
-                Some(Err(e @ sqlx::Error::ColumnDecode { .. })) => {
+                Ok(entry) => chunk.push(Ok(entry)),
+                Err(e @ sqlx::Error::ColumnDecode { .. }) => {
                     // A row that no longer decodes (tampered types) is a bad entry, not an outage.
-                    verifier = verify_chunk(verifier, std::mem::take(&mut chunk)).await;
-                    verifier.push_unreadable(format!("the row does not read as a ledger entry: {e}"));
+                    chunk.push(Err(format!("the row does not read as a ledger entry: {e}")));
                     break;
                 }
-                Some(Err(e)) => return Err(db("reading the ledger to verify it")(e)),
-            }
-            if done || chunk.len() >= VERIFY_CHUNK {
-                verifier = verify_chunk(verifier, std::mem::take(&mut chunk)).await;
-                if done || verifier.is_bad() {
+                Err(e) => {
+                    failed = Some(e);
                     break;
+                }
+            }
+            if chunk.len() >= VERIFY_CHUNK {
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(VERIFY_CHUNK));
+                if chunks.send(full).await.is_err() {
+                    break; // the verifier found a bad entry and needs no more rows
                 }
             }
         }
-        Ok(verifier.finish())
+        drop(rows);
+        if failed.is_none() && !chunk.is_empty() {
+            let _ = chunks.send(chunk).await;
+        }
+        drop(chunks);
+        let verifier = hashing.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        match failed {
+            Some(e) => Err(db("reading the ledger to verify it")(e)),
+            None => Ok(verifier.finish()),
+        }
     }
 
     /// Writes every entry as JSON Lines (one [`LedgerEntry`] per line, ascending seq); returns the count.
@@ -309,23 +344,6 @@ impl Ledger {
             Store::Postgres(s) => s.all_entries(),
         }
     }
-}
-
-/// Hashing a million entries is CPU work; it runs off the async executor a chunk at a time.
-async fn verify_chunk(mut verifier: Verifier, chunk: Vec<LedgerEntry>) -> Verifier {
-    if chunk.is_empty() {
-        return verifier;
-    }
-    tokio::task::spawn_blocking(move || {
-        for entry in &chunk {
-            if !verifier.push(entry) {
-                break;
-            }
-        }
-        verifier
-    })
-    .await
-    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
 /// The database string without a password, for error messages and logs.

@@ -115,13 +115,60 @@ impl LedgerEntry {
 
     /// The RFC 8785 text whose SHA-256 is the hash.
     pub fn canonical_form(&self) -> String {
-        to_canonical_string(&self.hashed_object())
-            .expect("an object of strings, integers and null always has a canonical form")
+        let mut out = String::with_capacity(CANONICAL_CAPACITY);
+        self.write_canonical_form(&mut out);
+        out
+    }
+
+    /// Writes [`LedgerEntry::canonical_form`] into `out` (cleared first).
+    ///
+    /// The hashed object has fixed keys whose values are strings, integers or null, so its RFC 8785
+    /// form needs no `Value` tree: the keys are written in their sorted order and each string is
+    /// escaped in place. Verification does this for every entry, into one reused buffer.
+    /// `canonical_form_matches_the_generic_canonicalization` in the tests holds it to
+    /// `to_canonical_string(&self.hashed_object())`.
+    pub fn write_canonical_form(&self, out: &mut String) {
+        out.clear();
+        // Sorted by UTF-16 code units, as RFC 8785 requires (all keys are ASCII).
+        let fields: [(&str, &str); 7] = [
+            ("{\"action\":", &self.action),
+            (",\"actor\":", &self.actor),
+            (",\"app\":", &self.app),
+            (",\"at\":", &self.at),
+            (",\"desired_commit\":", &self.desired_commit),
+            (",\"desired_digest\":", &self.desired_digest),
+            (",\"detail\":", &self.detail),
+        ];
+        for (key, value) in fields {
+            out.push_str(key);
+            write_json_string(value, out);
+        }
+        out.push_str(",\"from_state\":");
+        write_json_string(&self.from_state, out);
+        out.push_str(",\"prev_hash\":");
+        write_json_string(&self.prev_hash, out);
+        out.push_str(",\"rollout\":");
+        match self.rollout {
+            Some(rollout) => push_int(rollout, out),
+            None => out.push_str("null"),
+        }
+        out.push_str(",\"seq\":");
+        push_int(self.seq, out);
+        out.push_str(",\"to_state\":");
+        write_json_string(&self.to_state, out);
+        out.push('}');
+    }
+
+    /// SHA-256 of the canonical form, written into `scratch` on the way.
+    fn digest_with(&self, scratch: &mut String) -> [u8; 32] {
+        self.write_canonical_form(scratch);
+        Sha256::digest(scratch.as_bytes()).into()
     }
 
     /// Recomputes the hash from the other fields (lowercase hex SHA-256).
     pub fn compute_hash(&self) -> String {
-        hex(&Sha256::digest(self.canonical_form().as_bytes()))
+        let digest = self.digest_with(&mut String::with_capacity(CANONICAL_CAPACITY));
+        hex_text(&hex_digits(&digest))
     }
 
     /// The idempotency key if this entry is an intent.
@@ -225,6 +272,8 @@ pub struct Verifier {
     entries: u64,
     anchors_checked: u64,
     first_bad: Option<BadEntry>,
+    /// The canonical form of the entry being checked, reused so a long chain allocates nothing per entry.
+    scratch: String,
 }
 
 impl Verifier {
@@ -232,7 +281,15 @@ impl Verifier {
     pub fn new(anchors: &[Anchor]) -> Verifier {
         let mut anchors = anchors.to_vec();
         anchors.sort_by_key(|a| a.seq);
-        Verifier { anchors, next_anchor: 0, last: None, entries: 0, anchors_checked: 0, first_bad: None }
+        Verifier {
+            anchors,
+            next_anchor: 0,
+            last: None,
+            entries: 0,
+            anchors_checked: 0,
+            first_bad: None,
+            scratch: String::with_capacity(CANONICAL_CAPACITY),
+        }
     }
 
     /// True once a bad entry was found; further entries are ignored.
@@ -297,12 +354,12 @@ impl Verifier {
             };
             return self.fail(entry.seq, reason);
         }
-        let recomputed = entry.compute_hash();
-        if recomputed != entry.hash {
+        let recomputed = hex_digits(&entry.digest_with(&mut self.scratch));
+        if recomputed[..] != *entry.hash.as_bytes() {
             let reason = format!(
                 "stored hash {} does not match the recomputed hash {} (this row was edited)",
                 short(&entry.hash),
-                short(&recomputed)
+                short(&hex_text(&recomputed))
             );
             return self.fail(entry.seq, reason);
         }
@@ -336,7 +393,13 @@ impl Verifier {
             self.anchors_checked += 1;
             self.next_anchor += 1;
         }
-        self.last = Some((entry.seq, entry.hash.clone()));
+        match &mut self.last {
+            Some((seq, hash)) => {
+                *seq = entry.seq;
+                hash.clone_from(&entry.hash);
+            }
+            None => self.last = Some((entry.seq, entry.hash.clone())),
+        }
         self.entries += 1;
         true
     }
@@ -387,6 +450,9 @@ pub fn verify_entries(entries: impl IntoIterator<Item = LedgerEntry>, anchors: &
 
 /// Why a stored detail is not what the appender would have written, if it is not.
 fn detail_problem(detail: &str) -> Option<String> {
+    if is_canonical_json(detail) {
+        return None;
+    }
     match serde_json::from_str::<Value>(detail) {
         Err(e) => Some(format!("detail is not JSON ({e})")),
         Ok(value) => match to_canonical_string(&value) {
@@ -520,14 +586,226 @@ pub fn normalize_at(text: &str) -> Result<String> {
     Ok(format_at(t))
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Room for a typical entry's canonical form, so the buffer rarely grows.
+const CANONICAL_CAPACITY: usize = 1024;
+
+/// Lowercase hex of a SHA-256 digest, without allocating.
+fn hex_digits(digest: &[u8; 32]) -> [u8; 64] {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 0xf)] as char);
+    let mut out = [0; 64];
+    for (pair, b) in out.chunks_exact_mut(2).zip(digest) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
     }
     out
+}
+
+fn hex_text(digits: &[u8; 64]) -> String {
+    digits.iter().map(|&d| char::from(d)).collect()
+}
+
+/// Appends `s` as an RFC 8785 string: the short escapes, `\u00xx` for other control characters,
+/// everything else as is (what `keelson_manifest::canonical` writes).
+fn write_json_string(s: &str, out: &mut String) {
+    out.push('"');
+    let mut plain = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        // Only ASCII bytes are split on, so both slices fall on character boundaries.
+        out.push_str(&s[plain..i]);
+        if escape.is_empty() {
+            const DIGITS: &[u8; 16] = b"0123456789abcdef";
+            out.push_str("\\u00");
+            out.push(char::from(DIGITS[usize::from(b >> 4)]));
+            out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+        } else {
+            out.push_str(escape);
+        }
+        plain = i + 1;
+    }
+    out.push_str(&s[plain..]);
+    out.push('"');
+}
+
+/// Appends an integer in decimal (as RFC 8785 writes integers that fit an `i64`).
+fn push_int(n: i64, out: &mut String) {
+    use std::fmt::Write as _;
+    let _ = write!(out, "{n}");
+}
+
+/// Whether `text` is exactly what `to_canonical_string` writes for the JSON it holds, decided in
+/// one pass without building a `Value`.
+///
+/// Conservative: it may answer false for canonical text (an escaped key, an integer of 19 or more
+/// digits, deep nesting), and then the caller asks the generic canonicalization; it never answers
+/// true for text the generic path would call non-canonical or not JSON.
+pub(super) fn is_canonical_json(text: &str) -> bool {
+    let mut check = CanonicalCheck { s: text.as_bytes(), i: 0 };
+    check.value(0) && check.i == text.len()
+}
+
+/// Deeper nesting goes to the generic path (serde_json's own limit is 128).
+const CANONICAL_CHECK_DEPTH: usize = 64;
+
+struct CanonicalCheck<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl<'a> CanonicalCheck<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.s.get(self.i).copied()
+    }
+
+    fn value(&mut self, depth: usize) -> bool {
+        match self.peek() {
+            Some(b'{') => depth < CANONICAL_CHECK_DEPTH && self.object(depth + 1),
+            Some(b'[') => depth < CANONICAL_CHECK_DEPTH && self.array(depth + 1),
+            Some(b'"') => self.string().is_some(),
+            Some(b'-' | b'0'..=b'9') => self.integer(),
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
+            _ => false,
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> bool {
+        let found = self.s[self.i..].starts_with(word);
+        self.i += word.len();
+        found
+    }
+
+    /// `0` or `-?[1-9][0-9]*` of at most 18 digits (so it fits an `i64`); a fraction or exponent
+    /// after it is left for the caller, which then finds no `,` `]` `}` or end and fails.
+    fn integer(&mut self) -> bool {
+        let negative = self.peek() == Some(b'-');
+        if negative {
+            self.i += 1;
+        }
+        let start = self.i;
+        while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.i += 1;
+        }
+        match &self.s[start..self.i] {
+            [] => false,
+            [b'0'] => !negative,
+            [b'0', ..] => false,
+            digits => digits.len() <= 18,
+        }
+    }
+
+    /// A string with only the escapes RFC 8785 writes; returns its raw (still escaped) content.
+    fn string(&mut self) -> Option<&'a [u8]> {
+        self.i += 1;
+        let start = self.i;
+        loop {
+            match self.peek()? {
+                b'"' => {
+                    let raw = &self.s[start..self.i];
+                    self.i += 1;
+                    return Some(raw);
+                }
+                b'\\' => match self.s.get(self.i + 1)? {
+                    b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't' => self.i += 2,
+                    b'u' => {
+                        let code = match self.s.get(self.i + 2..self.i + 6)? {
+                            [b'0', b'0', high @ (b'0' | b'1'), low @ (b'0'..=b'9' | b'a'..=b'f')] => {
+                                let low = if low.is_ascii_digit() { low - b'0' } else { low - b'a' + 10 };
+                                (high - b'0') * 16 + low
+                            }
+                            _ => return None,
+                        };
+                        // These five have short escapes, which the canonical form uses instead.
+                        if matches!(code, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d) {
+                            return None;
+                        }
+                        self.i += 6;
+                    }
+                    _ => return None,
+                },
+                0..=0x1f => return None,
+                _ => self.i += 1,
+            }
+        }
+    }
+
+    fn array(&mut self, depth: usize) -> bool {
+        self.i += 1;
+        if self.peek() == Some(b']') {
+            self.i += 1;
+            return true;
+        }
+        loop {
+            if !self.value(depth) {
+                return false;
+            }
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b']') => {
+                    self.i += 1;
+                    return true;
+                }
+                _ => return false,
+            }
+        }
+    }
+
+    /// Keys must be unescaped and strictly ascending in UTF-16 order (which also rules out duplicates).
+    fn object(&mut self, depth: usize) -> bool {
+        self.i += 1;
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            return true;
+        }
+        let mut previous: Option<&[u8]> = None;
+        loop {
+            if self.peek() != Some(b'"') {
+                return false;
+            }
+            let Some(key) = self.string() else { return false };
+            if key.contains(&b'\\') || previous.is_some_and(|p| !utf16_less(p, key)) {
+                return false;
+            }
+            previous = Some(key);
+            if self.peek() != Some(b':') {
+                return false;
+            }
+            self.i += 1;
+            if !self.value(depth) {
+                return false;
+            }
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b'}') => {
+                    self.i += 1;
+                    return true;
+                }
+                _ => return false,
+            }
+        }
+    }
+}
+
+/// `a < b` comparing UTF-16 code units (for ASCII, and for most text, plain byte order agrees).
+fn utf16_less(a: &[u8], b: &[u8]) -> bool {
+    if a.is_ascii() && b.is_ascii() {
+        return a < b;
+    }
+    match (std::str::from_utf8(a), std::str::from_utf8(b)) {
+        (Ok(a), Ok(b)) => a.encode_utf16().lt(b.encode_utf16()),
+        _ => false,
+    }
 }
 
 /// The first 12 characters of a hash, enough to tell hashes apart in a message.

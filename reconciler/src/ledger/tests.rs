@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, Connection};
 use time::OffsetDateTime;
 
-use super::chain::{Head, chain_onto, prepare};
+use super::chain::{Head, chain_onto, is_canonical_json, prepare};
 use super::*;
 
 /// Every test body is bounded so a deadlock fails instead of hanging CI.
@@ -834,6 +834,203 @@ fn non_canonical_detail_is_bad_even_when_hashed() {
     entries[0].hash = entries[0].compute_hash();
     let report = verify_entries(entries, &[]);
     assert!(report.first_bad.unwrap().reason.contains("canonical"));
+}
+
+/// A small deterministic generator (xorshift64*), so these tests need no extra crate and never flake.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    /// A string of characters that stress escaping and UTF-16 ordering.
+    fn text(&mut self) -> String {
+        const CHARS: &str =
+            "abZ0- \"\\/\n\r\t\u{0}\u{1}\u{8}\u{b}\u{c}\u{1f}\u{7f}é\u{2028}\u{e000}\u{ff61}\u{fffd}😀\u{10ffff}";
+        let chars: Vec<char> = CHARS.chars().collect();
+        (0..self.below(8)).map(|_| chars[self.below(chars.len())]).collect()
+    }
+
+    fn integer(&mut self) -> Value {
+        match self.below(6) {
+            0 => json!(0),
+            1 => json!(-(self.below(1000) as i64)),
+            2 => json!(i64::MIN),
+            3 => json!(u64::MAX),
+            4 => json!(self.next() >> self.below(64)),
+            _ => json!(self.below(100)),
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> Value {
+        match self.below(if depth > 3 { 4 } else { 7 }) {
+            0 => Value::Null,
+            1 => Value::Bool(self.below(2) == 0),
+            2 => self.integer(),
+            3 => Value::String(self.text()),
+            4 | 5 => Value::Object((0..self.below(5)).map(|_| (self.text(), self.value(depth + 1))).collect()),
+            _ => Value::Array((0..self.below(4)).map(|_| self.value(depth + 1)).collect()),
+        }
+    }
+}
+
+/// The generic (Value tree) answer to "is this text canonical JSON?".
+fn generically_canonical(text: &str) -> bool {
+    serde_json::from_str::<Value>(text)
+        .ok()
+        .and_then(|v| keelson_manifest::canonical::to_canonical_string(&v).ok())
+        .is_some_and(|c| c == text)
+}
+
+#[test]
+fn canonical_form_matches_the_generic_canonicalization() {
+    let generic = |e: &LedgerEntry| keelson_manifest::canonical::to_canonical_string(&e.hashed_object()).unwrap();
+    let mut rng = Rng(0x5eed);
+    let mut scratch = String::new();
+    for i in 0..2000 {
+        let mut entry = known_entry();
+        entry.seq = [1, 42, i64::MAX, i64::MIN, -7][i % 5];
+        entry.rollout = [None, Some(0), Some(-3), Some(i64::MAX)][i % 4];
+        for field in [
+            &mut entry.at,
+            &mut entry.app,
+            &mut entry.desired_commit,
+            &mut entry.desired_digest,
+            &mut entry.from_state,
+            &mut entry.to_state,
+            &mut entry.action,
+            &mut entry.actor,
+            &mut entry.prev_hash,
+        ] {
+            *field = rng.text();
+        }
+        entry.detail = keelson_manifest::canonical::to_canonical_string(&rng.value(0)).unwrap();
+        let want = generic(&entry);
+        assert_eq!(entry.canonical_form(), want, "{entry:?}");
+        entry.write_canonical_form(&mut scratch);
+        assert_eq!(scratch, want);
+    }
+    assert_eq!(known_entry().canonical_form(), generic(&known_entry()));
+}
+
+#[test]
+fn fast_canonical_check_never_accepts_what_the_generic_one_refuses() {
+    let mut rng = Rng(0xdecaf);
+    let mut accepted = 0;
+    for _ in 0..3000 {
+        let canonical = keelson_manifest::canonical::to_canonical_string(&rng.value(0)).unwrap();
+        assert_eq!(is_canonical_json(&canonical), generically_canonical(&canonical) && is_simple(&canonical));
+        // Mutations at character boundaries: most make the text non-canonical or not JSON at all.
+        let mut chars: Vec<char> = canonical.chars().collect();
+        for _ in 0..=rng.below(3) {
+            const INSERTS: &[char] = &[' ', ',', ':', '"', '\\', '0', '1', '-', '.', 'e', '{', '}', '[', ']', 'u', '/'];
+            let at = rng.below(chars.len() + 1);
+            match rng.below(3) {
+                0 if at < chars.len() => {
+                    chars.remove(at);
+                }
+                1 if at + 1 < chars.len() => chars.swap(at, at + 1),
+                _ => chars.insert(at, INSERTS[rng.below(INSERTS.len())]),
+            }
+        }
+        let mutated: String = chars.into_iter().collect();
+        if is_canonical_json(&mutated) {
+            assert!(generically_canonical(&mutated), "accepted non-canonical {mutated:?}");
+            accepted += 1;
+        }
+    }
+    assert!(accepted > 0, "some mutations stay canonical (e.g. a changed digit)");
+    for bad in [
+        "",
+        " {}",
+        "{} ",
+        "{ }",
+        "[1 ]",
+        "-0",
+        "01",
+        "1.0",
+        "1e5",
+        "1E5",
+        "+1",
+        "tru",
+        "nul",
+        "[1,]",
+        "{\"a\":1,}",
+        "{\"b\":1,\"a\":2}",
+        "{\"a\":1,\"a\":1}",
+        "\"\\/\"",
+        "\"\\u0041\"",
+        "\"\\u001F\"",
+        "\"\\u000a\"",
+        "\"\\u0008\"",
+        "\"\u{1}\"",
+        "\"\\x\"",
+        "\"abc",
+        "{\"a\"}",
+        "{\"a\":}",
+        "{1:2}",
+        "[",
+        "]",
+        "123456789012345678901234",
+    ] {
+        assert!(!is_canonical_json(bad), "{bad:?}");
+    }
+    for good in ["{}", "[]", "null", "0", "-1", "\"\\u001f\\u0000\\\"\\\\\\n\"", "{\"Z\":[1,-2],\"a\":{\"\":null}}"] {
+        assert!(is_canonical_json(good) && generically_canonical(good), "{good:?}");
+    }
+    // UTF-16 order, not code point order: U+1F600 (first unit 0xD83D) sorts before U+FF61.
+    assert!(is_canonical_json("{\"😀\":1,\"｡\":2}"));
+    assert!(!is_canonical_json("{\"｡\":2,\"😀\":1}"));
+}
+
+/// Canonical text the fast check is allowed to pass to the generic path: an escaped key, or an
+/// integer of 19 or more digits.
+fn is_simple(canonical: &str) -> bool {
+    let value: Value = serde_json::from_str(canonical).unwrap();
+    fn simple(v: &Value) -> bool {
+        match v {
+            Value::Number(n) => n.to_string().trim_start_matches('-').len() <= 18,
+            Value::Array(items) => items.iter().all(simple),
+            Value::Object(map) => {
+                map.iter().all(|(k, v)| !k.chars().any(|c| c < ' ' || c == '"' || c == '\\') && simple(v))
+            }
+            _ => true,
+        }
+    }
+    simple(&value)
+}
+
+#[test]
+fn verifier_reports_the_same_reasons_as_before() {
+    let mut entries =
+        chain_onto(None, transitions(2).into_iter().map(|e| prepare(e).unwrap()).collect(), OffsetDateTime::now_utc())
+            .unwrap();
+    let recomputed = entries[1].hash.clone();
+    entries[1].hash = "f".repeat(64);
+    let reason = verify_entries(entries.clone(), &[]).first_bad.unwrap().reason;
+    assert_eq!(
+        reason,
+        format!(
+            "stored hash ffffffffffff does not match the recomputed hash {} (this row was edited)",
+            &recomputed[..12]
+        )
+    );
+    // A detail the fast check hands on (an escaped key) is still judged by the generic path.
+    entries[1].detail = "{\"a\\nb\":1}".into();
+    entries[1].hash = entries[1].compute_hash();
+    assert!(verify_entries(entries.clone(), &[]).ok);
+    entries[1].detail = "{\"b\\n\":1,\"a\\n\":1}".into();
+    entries[1].hash = entries[1].compute_hash();
+    let reason = verify_entries(entries, &[]).first_bad.unwrap().reason;
+    assert_eq!(reason, "detail is not in canonical (RFC 8785) form");
 }
 
 #[tokio::test]
