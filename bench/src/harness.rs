@@ -384,7 +384,8 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
-fn revision() -> String {
+/// The workspace's revision, `-dirty` when it has local changes.
+pub(crate) fn revision() -> String {
     let root = workspace_root();
     let head = generator::git(&root, &["rev-parse", "--short=12", "HEAD"], 0).unwrap_or_else(|_| "unknown".into());
     let dirty = generator::git(&root, &["status", "--porcelain", "--untracked-files=no"], 0)
@@ -393,7 +394,8 @@ fn revision() -> String {
     if dirty { format!("{head}-dirty") } else { head }
 }
 
-fn host() -> Host {
+/// The machine the run happens on.
+pub(crate) fn host() -> Host {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let mem_kb: f64 = meminfo

@@ -7,6 +7,7 @@ pub mod chart;
 pub mod daemon;
 pub mod generator;
 pub mod harness;
+pub mod ledger;
 pub mod measure;
 pub mod peers;
 pub mod report;

@@ -22,6 +22,9 @@ struct Cli {
 enum Cmd {
     /// Run every scenario at every size and print the table (and write results unless --quick).
     All(AllArgs),
+    /// Audit-ledger throughput at one size: batch and single appends and a full verify, on SQLite
+    /// and (with --postgres) PostgreSQL.
+    Ledger(LedgerArgs),
     /// Write a generated state repository (a git repository on `main`, one commit).
     Gen {
         /// Directory to create (must be absent or empty).
@@ -84,6 +87,33 @@ struct AllArgs {
     cold_budget_ms_per_app: u64,
 }
 
+#[derive(Debug, clap::Args)]
+struct LedgerArgs {
+    /// Entries appended in batches and then verified.
+    #[arg(long, default_value_t = 1_000_000)]
+    entries: usize,
+    /// Entries per `append_batch` call.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Entries appended one at a time after the verify.
+    #[arg(long, default_value_t = 10_000)]
+    single: usize,
+    /// Repetitions, each from an empty ledger.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// PostgreSQL server URL (its user must be allowed to create databases); PostgreSQL is skipped without one.
+    #[arg(long, env = "KEELSON_TEST_POSTGRES_URL")]
+    postgres: Option<String>,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Also write ledger.md and ledger.json into this directory (e.g. bench/results).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Scratch directory for the SQLite files (default: a temp dir).
+    #[arg(long)]
+    scratch: Option<PathBuf>,
+}
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -102,7 +132,43 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::All(args) => all(args),
+        Cmd::Ledger(args) => ledger(args),
     }
+}
+
+fn ledger(args: LedgerArgs) -> Result<()> {
+    if args.entries == 0 || args.batch == 0 || args.runs == 0 {
+        bail!("--entries, --batch and --runs must be at least 1");
+    }
+    let scratch_guard;
+    let scratch = match &args.scratch {
+        Some(dir) => dir.clone(),
+        None => {
+            scratch_guard = tempfile::Builder::new().prefix("keelson-bench-ledger-").tempdir()?;
+            scratch_guard.path().to_path_buf()
+        }
+    };
+    let opts = keelson_bench::ledger::Options {
+        entries: args.entries,
+        batch: args.batch,
+        single: args.single,
+        runs: args.runs,
+        postgres: args.postgres.filter(|url| !url.trim().is_empty()),
+        scratch,
+        command: command_line(),
+    };
+    let report = keelson_bench::ledger::run(&opts)?;
+    match args.format {
+        Format::Text => print!("{}", report.table()),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    }
+    if let Some(out) = args.out {
+        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+        std::fs::write(out.join("ledger.json"), serde_json::to_string_pretty(&report)? + "\n")?;
+        std::fs::write(out.join("ledger.md"), keelson_bench::ledger::markdown(&report))?;
+        eprintln!("wrote {}/ledger.md and ledger.json", out.display());
+    }
+    Ok(())
 }
 
 fn all(args: AllArgs) -> Result<()> {

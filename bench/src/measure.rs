@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use keelson::ledger::{GENESIS_HASH, Ledger, LedgerEntry, NewEntry, RolloutRef};
@@ -142,7 +142,7 @@ pub fn rollout_entries(app: &str, commit: &str, first_seq: i64) -> Vec<NewEntry>
 }
 
 /// Ledger throughput: appends `entries` one at a time (as the engine does) to a new SQLite ledger in
-/// `dir`, then verifies the whole chain. Returns (appends per second, verify seconds).
+/// `dir`, then verifies the whole chain. Returns (appends per second, verify seconds, entries).
 pub async fn ledger_append_and_verify(dir: &Path, apps: &[String], commit: &str) -> Result<(f64, f64, usize)> {
     let path = dir.join("ledger.db");
     let ledger = Ledger::open(&path.display().to_string()).await?;
@@ -156,13 +156,61 @@ pub async fn ledger_append_and_verify(dir: &Path, apps: &[String], commit: &str)
         }
     }
     let append_s = started.elapsed().as_secs_f64();
+    let verify_s = ledger_verify_s(&ledger, appended as u64).await?;
+    ledger.close().await;
+    Ok((appended as f64 / append_s, verify_s, appended))
+}
+
+/// Endless cold rollouts (plan, intent, applied, healthy per app) for a ledger whose next seq is `next_seq`.
+pub fn rollouts(commit: &str, next_seq: i64) -> impl Iterator<Item = NewEntry> + '_ {
+    (0..).flat_map(move |i: i64| rollout_entries(&format!("app-{i:06}"), commit, next_seq + 4 * i))
+}
+
+/// The seq the next append to `ledger` gets.
+async fn next_seq(ledger: &Ledger) -> Result<i64> {
+    Ok(ledger.head().await?.map_or(1, |(seq, _)| seq + 1))
+}
+
+/// Appends `count` rollout entries in `Ledger::append_batch` calls of `batch` entries; returns
+/// entries per second, timing only the appends (building the entries is the caller's work).
+pub async fn ledger_batch_appends_per_s(ledger: &Ledger, count: usize, batch: usize, commit: &str) -> Result<f64> {
+    if batch == 0 {
+        bail!("the batch size must be at least 1");
+    }
+    let mut entries = rollouts(commit, next_seq(ledger).await?).take(count);
+    let mut busy = Duration::ZERO;
+    loop {
+        let chunk: Vec<NewEntry> = entries.by_ref().take(batch).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        let started = Instant::now();
+        ledger.append_batch(chunk).await?;
+        busy += started.elapsed();
+    }
+    Ok(count as f64 / busy.as_secs_f64())
+}
+
+/// Appends `count` rollout entries with `Ledger::append`, one transaction each, as the engine
+/// does; returns entries per second.
+pub async fn ledger_single_appends_per_s(ledger: &Ledger, count: usize, commit: &str) -> Result<f64> {
+    let entries: Vec<NewEntry> = rollouts(commit, next_seq(ledger).await?).take(count).collect();
+    let started = Instant::now();
+    for entry in entries {
+        ledger.append(entry).await?;
+    }
+    Ok(count as f64 / started.elapsed().as_secs_f64())
+}
+
+/// `Ledger::verify` of the whole ledger, which must hold `expected` entries and verify; returns seconds.
+pub async fn ledger_verify_s(ledger: &Ledger, expected: u64) -> Result<f64> {
     let started = Instant::now();
     let report = ledger.verify(&[]).await?;
-    let verify_s = started.elapsed().as_secs_f64();
-    if !report.ok {
-        bail!("the freshly written ledger does not verify: {report}");
+    let seconds = started.elapsed().as_secs_f64();
+    if !report.ok || report.entries != expected {
+        bail!("the freshly written ledger does not verify as {expected} entries: {report}");
     }
-    Ok((appended as f64 / append_s, verify_s, appended))
+    Ok(seconds)
 }
 
 /// Builds a valid hash chain of `n` entries without a database (for the hash-chain micro-benchmark).
