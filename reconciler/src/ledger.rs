@@ -6,6 +6,7 @@
 
 mod chain;
 mod export;
+mod page;
 mod postgres;
 mod sqlite;
 #[cfg(test)]
@@ -14,7 +15,7 @@ mod tests;
 use std::io;
 use std::path::PathBuf;
 
-use futures_util::stream::{BoxStream, StreamExt};
+use futures_util::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
 pub use chain::{
@@ -175,13 +176,8 @@ pub struct Ledger {
     store: Store,
 }
 
-/// How many entries verification hands to its hashing thread at a time.
-const VERIFY_CHUNK: usize = 512;
-/// Chunks read ahead of the hashing thread (bounds memory at a few thousand entries).
-const VERIFY_QUEUE: usize = 4;
-
-/// A row to verify, or why it could not be read as an entry.
-type VerifyRow = Result<LedgerEntry, String>;
+/// Pages read ahead of the hashing thread (bounds memory at a few pages).
+const VERIFY_QUEUE: usize = 2;
 
 impl Ledger {
     /// Closes the connections; for SQLite this checkpoints the WAL into the database file, so the
@@ -273,62 +269,93 @@ impl Ledger {
     /// Recomputes the whole chain and checks it against status-branch anchors, in constant memory.
     ///
     /// Read the anchors before calling this: the ledger only grows, so every anchor read earlier
-    /// must have its entry by the time the table is read.
+    /// must have its entry by the time the table is read. The table is read a page at a time,
+    /// each page in its own statement; since rows are only ever added after the head, the pages
+    /// together are the chain as it stood when the last one was read.
     pub async fn verify(&self, anchors: &[Anchor]) -> Result<VerifyReport> {
-        // Hashing is CPU work, so it runs on a blocking thread fed chunks through a short queue
-        // while this task keeps reading rows: reading and hashing overlap instead of taking turns.
-        let (chunks, mut queue) = tokio::sync::mpsc::channel::<Vec<VerifyRow>>(VERIFY_QUEUE);
         let mut verifier = Verifier::new(anchors);
-        let hashing = tokio::task::spawn_blocking(move || {
-            while let Some(chunk) = queue.blocking_recv() {
-                for row in chunk {
-                    let more = match row {
-                        Ok(entry) => verifier.push(&entry),
-                        Err(reason) => {
-                            verifier.push_unreadable(reason);
-                            false
+        let mut from = Some(i64::MIN);
+        while let Some(start) = from {
+            let (returned, unpackable) = self.verify_packed(verifier, start).await?;
+            verifier = returned;
+            // A page that does not unpack (only after tampering) is read again row by row, so the
+            // report names the row and says what is wrong with it.
+            let Some(page_start) = unpackable else { break };
+            let rows = match &self.store {
+                Store::Sqlite(s) => s.page_rows(page_start).await,
+                Store::Postgres(s) => s.page_rows(page_start).await,
+            }
+            .map_err(db("reading the ledger to verify it"))?;
+            let full = rows.len() as i64 == page::PAGE_ENTRIES;
+            let last = rows.iter().rev().find_map(|r| r.as_ref().ok()).map(|e| e.seq);
+            verifier = tokio::task::spawn_blocking(move || {
+                for row in rows {
+                    match row {
+                        Ok(entry) if verifier.push(&entry) => {}
+                        Ok(_) => break,
+                        Err(e) => {
+                            // A row that no longer decodes (tampered types) is a bad entry, not an outage.
+                            verifier.push_unreadable(format!("the row does not read as a ledger entry: {e}"));
+                            break;
                         }
-                    };
-                    if !more {
+                    }
+                }
+                verifier
+            })
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            from = if verifier.is_bad() || !full { None } else { last.and_then(|seq| seq.checked_add(1)) };
+        }
+        Ok(verifier.finish())
+    }
+
+    /// Verifies packed pages from seq `from` on until the end or a bad entry; returns the verifier
+    /// and, if a page did not unpack, the seq that page starts from.
+    async fn verify_packed(&self, mut verifier: Verifier, from: i64) -> Result<(Verifier, Option<i64>)> {
+        // Hashing is CPU work, so it runs on a blocking thread fed through a short queue while
+        // this task fetches the next page: the database and the hashing work at the same time.
+        let (pages, mut queue) = tokio::sync::mpsc::channel::<(i64, page::PackedPage)>(VERIFY_QUEUE);
+        let hashing = tokio::task::spawn_blocking(move || {
+            while let Some((start, packed)) = queue.blocking_recv() {
+                let Some(entries) = packed.text.as_deref().and_then(|text| page::unpack(text, packed.rows)) else {
+                    return (verifier, Some(start));
+                };
+                for entry in entries {
+                    if !verifier.push_fields(entry) {
                         // Dropping the queue tells the reader to stop.
-                        return verifier;
+                        return (verifier, None);
                     }
                 }
             }
-            verifier
+            (verifier, None)
         });
-        let mut rows = self.all_entries();
-        let mut chunk = Vec::with_capacity(VERIFY_CHUNK);
+        let mut next = Some(from);
         let mut failed = None;
-        while let Some(row) = rows.next().await {
-            match row {
-                Ok(entry) => chunk.push(Ok(entry)),
-                Err(e @ sqlx::Error::ColumnDecode { .. }) => {
-                    // A row that no longer decodes (tampered types) is a bad entry, not an outage.
-                    chunk.push(Err(format!("the row does not read as a ledger entry: {e}")));
-                    break;
-                }
+        while let Some(start) = next {
+            let packed = match &self.store {
+                Store::Sqlite(s) => s.packed_page(start).await,
+                Store::Postgres(s) => s.packed_page(start).await,
+            };
+            let packed = match packed {
+                Ok(packed) => packed,
                 Err(e) => {
                     failed = Some(e);
                     break;
                 }
-            }
-            if chunk.len() >= VERIFY_CHUNK {
-                let full = std::mem::replace(&mut chunk, Vec::with_capacity(VERIFY_CHUNK));
-                if chunks.send(full).await.is_err() {
-                    break; // the verifier found a bad entry and needs no more rows
-                }
+            };
+            next = match packed.last {
+                Some(last) if packed.rows as i64 == page::PAGE_ENTRIES => last.checked_add(1),
+                _ => None,
+            };
+            if packed.rows == 0 || pages.send((start, packed)).await.is_err() {
+                break;
             }
         }
-        drop(rows);
-        if failed.is_none() && !chunk.is_empty() {
-            let _ = chunks.send(chunk).await;
-        }
-        drop(chunks);
-        let verifier = hashing.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        drop(pages);
+        let outcome = hashing.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
         match failed {
             Some(e) => Err(db("reading the ledger to verify it")(e)),
-            None => Ok(verifier.finish()),
+            None => Ok(outcome),
         }
     }
 

@@ -121,53 +121,32 @@ impl LedgerEntry {
     }
 
     /// Writes [`LedgerEntry::canonical_form`] into `out` (cleared first).
-    ///
-    /// The hashed object has fixed keys whose values are strings, integers or null, so its RFC 8785
-    /// form needs no `Value` tree: the keys are written in their sorted order and each string is
-    /// escaped in place. Verification does this for every entry, into one reused buffer.
-    /// `canonical_form_matches_the_generic_canonicalization` in the tests holds it to
-    /// `to_canonical_string(&self.hashed_object())`.
     pub fn write_canonical_form(&self, out: &mut String) {
-        out.clear();
-        // Sorted by UTF-16 code units, as RFC 8785 requires (all keys are ASCII).
-        let fields: [(&str, &str); 7] = [
-            ("{\"action\":", &self.action),
-            (",\"actor\":", &self.actor),
-            (",\"app\":", &self.app),
-            (",\"at\":", &self.at),
-            (",\"desired_commit\":", &self.desired_commit),
-            (",\"desired_digest\":", &self.desired_digest),
-            (",\"detail\":", &self.detail),
-        ];
-        for (key, value) in fields {
-            out.push_str(key);
-            write_json_string(value, out);
-        }
-        out.push_str(",\"from_state\":");
-        write_json_string(&self.from_state, out);
-        out.push_str(",\"prev_hash\":");
-        write_json_string(&self.prev_hash, out);
-        out.push_str(",\"rollout\":");
-        match self.rollout {
-            Some(rollout) => push_int(rollout, out),
-            None => out.push_str("null"),
-        }
-        out.push_str(",\"seq\":");
-        push_int(self.seq, out);
-        out.push_str(",\"to_state\":");
-        write_json_string(&self.to_state, out);
-        out.push('}');
+        self.fields().write_canonical_form(out);
     }
 
-    /// SHA-256 of the canonical form, written into `scratch` on the way.
-    fn digest_with(&self, scratch: &mut String) -> [u8; 32] {
-        self.write_canonical_form(scratch);
-        Sha256::digest(scratch.as_bytes()).into()
+    /// The entry's fields, borrowed.
+    pub(crate) fn fields(&self) -> EntryFields<'_> {
+        EntryFields {
+            seq: self.seq,
+            at: &self.at,
+            app: &self.app,
+            desired_commit: &self.desired_commit,
+            desired_digest: &self.desired_digest,
+            rollout: self.rollout,
+            from_state: &self.from_state,
+            to_state: &self.to_state,
+            action: &self.action,
+            actor: &self.actor,
+            detail: &self.detail,
+            prev_hash: &self.prev_hash,
+            hash: &self.hash,
+        }
     }
 
     /// Recomputes the hash from the other fields (lowercase hex SHA-256).
     pub fn compute_hash(&self) -> String {
-        let digest = self.digest_with(&mut String::with_capacity(CANONICAL_CAPACITY));
+        let digest = self.fields().digest_with(&mut String::with_capacity(CANONICAL_CAPACITY));
         hex_text(&hex_digits(&digest))
     }
 
@@ -190,6 +169,72 @@ impl LedgerEntry {
     /// The status-branch trailer that anchors this entry, `Keelson-Audit: <seq> <hash>`.
     pub fn audit_trailer(&self) -> String {
         format!("{AUDIT_TRAILER}: {} {}", self.seq, self.hash)
+    }
+}
+
+/// The fields of a [`LedgerEntry`] borrowed from wherever they were read (an entry, or a page of
+/// rows packed by the database), so verification need not allocate per entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct EntryFields<'a> {
+    pub seq: i64,
+    pub at: &'a str,
+    pub app: &'a str,
+    pub desired_commit: &'a str,
+    pub desired_digest: &'a str,
+    pub rollout: Option<i64>,
+    pub from_state: &'a str,
+    pub to_state: &'a str,
+    pub action: &'a str,
+    pub actor: &'a str,
+    pub detail: &'a str,
+    pub prev_hash: &'a str,
+    pub hash: &'a str,
+}
+
+impl EntryFields<'_> {
+    /// Writes the RFC 8785 form of the hashed object into `out` (cleared first).
+    ///
+    /// The hashed object has fixed keys whose values are strings, integers or null, so its RFC 8785
+    /// form needs no `Value` tree: the keys are written in their sorted order and each string is
+    /// escaped in place. Verification does this for every entry, into one reused buffer.
+    /// `canonical_form_matches_the_generic_canonicalization` in the tests holds it to
+    /// `to_canonical_string(&entry.hashed_object())`.
+    fn write_canonical_form(&self, out: &mut String) {
+        out.clear();
+        // Sorted by UTF-16 code units, as RFC 8785 requires (all keys are ASCII).
+        let fields: [(&str, &str); 7] = [
+            ("{\"action\":", self.action),
+            (",\"actor\":", self.actor),
+            (",\"app\":", self.app),
+            (",\"at\":", self.at),
+            (",\"desired_commit\":", self.desired_commit),
+            (",\"desired_digest\":", self.desired_digest),
+            (",\"detail\":", self.detail),
+        ];
+        for (key, value) in fields {
+            out.push_str(key);
+            write_json_string(value, out);
+        }
+        out.push_str(",\"from_state\":");
+        write_json_string(self.from_state, out);
+        out.push_str(",\"prev_hash\":");
+        write_json_string(self.prev_hash, out);
+        out.push_str(",\"rollout\":");
+        match self.rollout {
+            Some(rollout) => push_int(rollout, out),
+            None => out.push_str("null"),
+        }
+        out.push_str(",\"seq\":");
+        push_int(self.seq, out);
+        out.push_str(",\"to_state\":");
+        write_json_string(self.to_state, out);
+        out.push('}');
+    }
+
+    /// SHA-256 of the canonical form, written into `scratch` on the way.
+    fn digest_with(&self, scratch: &mut String) -> [u8; 32] {
+        self.write_canonical_form(scratch);
+        Sha256::digest(scratch.as_bytes()).into()
     }
 }
 
@@ -319,6 +364,11 @@ impl Verifier {
 
     /// Checks the next entry; returns false once the chain is known to be bad.
     pub fn push(&mut self, entry: &LedgerEntry) -> bool {
+        self.push_fields(entry.fields())
+    }
+
+    /// [`Verifier::push`] of borrowed fields.
+    pub(crate) fn push_fields(&mut self, entry: EntryFields<'_>) -> bool {
         if self.is_bad() {
             return false;
         }
@@ -342,12 +392,12 @@ impl Verifier {
         }
         if entry.prev_hash != want_prev {
             let reason = if want_seq == 1 {
-                format!("prev_hash {} of the first entry is not 64 zeros", short(&entry.prev_hash))
+                format!("prev_hash {} of the first entry is not 64 zeros", short(entry.prev_hash))
             } else {
                 format!(
                     "prev_hash {} does not match the hash {} of entry {} (a row was inserted, removed, \
                      reordered or rewritten before this one)",
-                    short(&entry.prev_hash),
+                    short(entry.prev_hash),
                     short(want_prev),
                     want_seq - 1
                 )
@@ -358,12 +408,12 @@ impl Verifier {
         if recomputed[..] != *entry.hash.as_bytes() {
             let reason = format!(
                 "stored hash {} does not match the recomputed hash {} (this row was edited)",
-                short(&entry.hash),
+                short(entry.hash),
                 short(&hex_text(&recomputed))
             );
             return self.fail(entry.seq, reason);
         }
-        if let Some(reason) = detail_problem(&entry.detail) {
+        if let Some(reason) = detail_problem(entry.detail) {
             return self.fail(entry.seq, reason);
         }
         while let Some(anchor) = self.anchors.get(self.next_anchor) {
@@ -386,7 +436,7 @@ impl Verifier {
                      (the ledger from here on or the status branch was rewritten)",
                     short(&anchor.commit),
                     short(&anchor.hash),
-                    short(&entry.hash)
+                    short(entry.hash)
                 );
                 return self.fail(entry.seq, reason);
             }
@@ -396,9 +446,10 @@ impl Verifier {
         match &mut self.last {
             Some((seq, hash)) => {
                 *seq = entry.seq;
-                hash.clone_from(&entry.hash);
+                hash.clear();
+                hash.push_str(entry.hash);
             }
-            None => self.last = Some((entry.seq, entry.hash.clone())),
+            None => self.last = Some((entry.seq, entry.hash.to_owned())),
         }
         self.entries += 1;
         true

@@ -6,6 +6,7 @@ use sqlx::{Postgres, QueryBuilder, Row};
 use time::OffsetDateTime;
 
 use super::chain::{self, Head, LedgerEntry, PreparedEntry};
+use super::page::{PAGE_ENTRIES, PackedPage, packed_page_select};
 use super::{AuditQuery, EntryStream, Error, Migration, Result, db, ledger_columns};
 
 /// Schema migrations, applied in order at open; never edit one that has shipped, add a new one.
@@ -110,29 +111,31 @@ impl PgStore {
             .transpose()
             .map_err(db("reading the ledger head"))?;
         let entries = chain::chain_onto(head, batch, OffsetDateTime::now_utc())?;
-        for e in &entries {
-            sqlx::query(concat!(
-                "INSERT INTO ledger (",
-                ledger_columns!(),
-                ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)"
-            ))
-            .bind(e.seq)
-            .bind(&e.at)
-            .bind(&e.app)
-            .bind(&e.desired_commit)
-            .bind(&e.desired_digest)
-            .bind(e.rollout)
-            .bind(&e.from_state)
-            .bind(&e.to_state)
-            .bind(&e.action)
-            .bind(&e.actor)
-            .bind(&e.detail)
-            .bind(&e.prev_hash)
-            .bind(&e.hash)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("appending to the ledger"))?;
-        }
+        // One statement for the whole batch: a round trip per entry would cap a batch at the
+        // server's latency. UNNEST zips the column arrays back into rows.
+        let text = |field: fn(&LedgerEntry) -> &str| entries.iter().map(field).collect::<Vec<&str>>();
+        sqlx::query(concat!(
+            "INSERT INTO ledger (",
+            ledger_columns!(),
+            ") SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], \
+             $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[])"
+        ))
+        .bind(entries.iter().map(|e| e.seq).collect::<Vec<i64>>())
+        .bind(text(|e| &e.at))
+        .bind(text(|e| &e.app))
+        .bind(text(|e| &e.desired_commit))
+        .bind(text(|e| &e.desired_digest))
+        .bind(entries.iter().map(|e| e.rollout).collect::<Vec<Option<i64>>>())
+        .bind(text(|e| &e.from_state))
+        .bind(text(|e| &e.to_state))
+        .bind(text(|e| &e.action))
+        .bind(text(|e| &e.actor))
+        .bind(text(|e| &e.detail))
+        .bind(text(|e| &e.prev_hash))
+        .bind(text(|e| &e.hash))
+        .execute(&mut *tx)
+        .await
+        .map_err(db("appending to the ledger"))?;
         tx.commit().await.map_err(db("committing an append"))?;
         Ok(entries)
     }
@@ -176,6 +179,35 @@ impl PgStore {
     pub(super) async fn open_intents(&self) -> Result<Vec<LedgerEntry>> {
         let rows = sqlx::query(OPEN_INTENTS).fetch_all(&self.pool).await.map_err(db("finding open intents"))?;
         rows.iter().map(entry_from_row).collect::<Result<_, _>>().map_err(db("reading open intents"))
+    }
+
+    /// Up to [`PAGE_ENTRIES`] entries from seq `from` on, packed into one value (see `page`).
+    pub(super) async fn packed_page(&self, from: i64) -> Result<PackedPage, sqlx::Error> {
+        let row = sqlx::query(concat!(
+            packed_page_select!(),
+            " FROM (SELECT ",
+            ledger_columns!(),
+            " FROM ledger WHERE seq >= $1 ORDER BY seq LIMIT $2) AS page"
+        ))
+        .bind(from)
+        .bind(PAGE_ENTRIES)
+        .fetch_one(&self.pool)
+        .await?;
+        let rows: i64 = row.try_get(0)?;
+        // Text that is not UTF-8 leaves the page to be read row by row, which names the row.
+        let text = row.try_get::<Option<String>, _>(2).ok().flatten();
+        Ok(PackedPage { rows: usize::try_from(rows).unwrap_or(0), last: row.try_get(1)?, text })
+    }
+
+    /// The rows [`Self::packed_page`] packs, one by one, each decoded on its own.
+    pub(super) async fn page_rows(&self, from: i64) -> Result<Vec<Result<LedgerEntry, sqlx::Error>>, sqlx::Error> {
+        let rows =
+            sqlx::query(concat!("SELECT ", ledger_columns!(), " FROM ledger WHERE seq >= $1 ORDER BY seq LIMIT $2"))
+                .bind(from)
+                .bind(PAGE_ENTRIES)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.iter().map(entry_from_row).collect())
     }
 
     pub(super) fn all_entries(&self) -> EntryStream<'_> {

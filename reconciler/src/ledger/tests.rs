@@ -252,6 +252,7 @@ macro_rules! on_both_engines {
 
 on_both_engines!(
     appends_make_a_contiguous_chain,
+    packed_pages_read_exactly_what_rows_read,
     detail_round_trips_exactly,
     invalid_entries_write_nothing,
     triggers_reject_update_and_delete,
@@ -425,6 +426,40 @@ async fn tamper_deleted_row(db: TestDb) {
     let report = ledger.verify(&[]).await.unwrap();
     assert_eq!(bad_seq(&report), Some(4), "{report}");
     assert_eq!(report.entries, 0);
+}
+
+/// Text that a delimiter-based packing would get wrong: commas, digits, lengths, non-ASCII, controls.
+fn awkward(i: usize) -> String {
+    ["", "1,2", "3,", ",", "12,ab", "é,😀", "a\u{1}b\tc", "\u{7f}\u{2028}", "0"][i % 9].to_owned()
+}
+
+async fn packed_pages_read_exactly_what_rows_read(db: TestDb) {
+    let ledger = db.open().await;
+    let n = 2 * page::PAGE_ENTRIES as usize + 17;
+    let batch: Vec<NewEntry> = (0..n)
+        .map(|i| NewEntry {
+            app: awkward(i),
+            from_state: awkward(i + 1),
+            to_state: awkward(i + 2),
+            actor: awkward(i + 3),
+            rollout: (i % 3 == 0).then_some(RolloutRef::StartsHere),
+            detail: json!({"note": awkward(i + 4), "n": i}),
+            ..transition("web", "a", "b")
+        })
+        .collect();
+    let appended = ledger.append_batch(batch).await.unwrap();
+    let report = ledger.verify(&anchors_for(&appended)).await.unwrap();
+    assert!(report.ok && report.entries == n as u64, "{report}");
+    let (packed, rows) = match &ledger.store {
+        Store::Sqlite(s) => (s.packed_page(page::PAGE_ENTRIES + 1).await, s.page_rows(page::PAGE_ENTRIES + 1).await),
+        Store::Postgres(s) => (s.packed_page(page::PAGE_ENTRIES + 1).await, s.page_rows(page::PAGE_ENTRIES + 1).await),
+    };
+    let (packed, rows) = (packed.unwrap(), rows.unwrap());
+    let unpacked = page::unpack(packed.text.as_deref().unwrap(), packed.rows).unwrap();
+    let rows: Vec<LedgerEntry> = rows.into_iter().map(Result::unwrap).collect();
+    assert_eq!(unpacked.len(), page::PAGE_ENTRIES as usize);
+    assert_eq!(unpacked, rows.iter().map(LedgerEntry::fields).collect::<Vec<_>>());
+    assert_eq!(rows[..], appended[page::PAGE_ENTRIES as usize..2 * page::PAGE_ENTRIES as usize]);
 }
 
 async fn tamper_inserted_row(db: TestDb) {
@@ -1031,6 +1066,49 @@ fn verifier_reports_the_same_reasons_as_before() {
     entries[1].hash = entries[1].compute_hash();
     let reason = verify_entries(entries, &[]).first_bad.unwrap().reason;
     assert_eq!(reason, "detail is not in canonical (RFC 8785) form");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_that_does_not_unpack_is_read_row_by_row() {
+    run_sqlite(|db| async move {
+        let ledger = db.open().await;
+        ledger.append_batch(transitions(1500)).await.unwrap();
+        db.drop_triggers().await;
+        // Text that is not UTF-8 cannot be packed into a string; the row path names the row.
+        db.exec("UPDATE ledger SET actor = CAST(x'ff' AS TEXT) WHERE seq = 1200").await;
+        let report = ledger.verify(&[]).await.unwrap();
+        assert_eq!((bad_seq(&report), report.entries), (Some(1200), 1199), "{report}");
+        assert!(report.first_bad.unwrap().reason.contains("does not read as a ledger entry"));
+    })
+    .await
+}
+
+#[test]
+fn unpack_refuses_what_is_not_a_whole_page() {
+    let entry = known_entry();
+    let packed = |e: &LedgerEntry| {
+        let text = |t: &str| format!("{},{t}", t.len());
+        let mut out = format!("{},{},", e.seq, e.rollout.map(|r| r.to_string()).unwrap_or_default());
+        for t in [&e.at, &e.app, &e.desired_commit, &e.desired_digest, &e.from_state, &e.to_state, &e.action, &e.actor]
+        {
+            out.push_str(&text(t));
+        }
+        for t in [&e.detail, &e.prev_hash, &e.hash] {
+            out.push_str(&text(t));
+        }
+        out
+    };
+    let one = packed(&entry);
+    assert_eq!(page::unpack(&one, 1), Some(vec![entry.fields()]));
+    assert_eq!(page::unpack(&format!("{one}{one}"), 2).map(|v| v.len()), Some(2));
+    assert_eq!(page::unpack(&one, 2), None, "fewer rows than counted");
+    assert_eq!(page::unpack(&one[..one.len() - 1], 1), None, "truncated");
+    assert_eq!(page::unpack(&format!("{one}x"), 1), None, "trailing text");
+    assert_eq!(page::unpack(&one.replacen("1,", "x,", 1), 1), None, "seq not a number");
+    // A length that ends inside a multi-byte character is refused, not sliced.
+    let mut split = entry.clone();
+    split.app = "é".into();
+    assert_eq!(page::unpack(&packed(&split).replacen("2,é", "1,é", 1), 1), None);
 }
 
 #[tokio::test]
