@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use gix::bstr::ByteSlice;
@@ -73,24 +73,24 @@ impl StatusBranch {
         let repo = self.repo.local();
         let parent = tip(&repo, &self.reference)?;
         let base_tree = match parent {
-            Some(p) => repo.find_commit(p)?.tree_id()?.detach(),
-            None => repo.empty_tree().id,
+            Some(p) => Some(repo.find_commit(p)?.tree_id()?.detach()),
+            None => None,
         };
-        let mut editor = repo.edit_tree(base_tree)?;
         let mut latest: BTreeMap<&str, &LedgerEntry> = BTreeMap::new();
         for entry in entries {
             latest.insert(entry.app.as_str(), entry);
         }
+        let mut root = read_tree(&repo, base_tree)?;
+        let status_dir = root.entries.iter().find(|e| e.filename == STATUS_DIR && e.mode.is_tree()).map(|e| e.oid);
+        let mut status = read_tree(&repo, status_dir)?;
         for (app, entry) in &latest {
-            let path = format!("status/{app}.yaml");
-            if entry.to_state == "Deleted" {
-                editor.remove(path.as_str())?;
-            } else {
-                let blob = repo.write_blob(status_file(entry))?.detach();
-                editor.upsert(path.as_str(), gix::object::tree::EntryKind::Blob, blob)?;
-            }
+            let file =
+                if entry.to_state == "Deleted" { None } else { Some(repo.write_blob(status_file(entry))?.detach()) };
+            set_entry(&mut status, format!("{app}.yaml").as_bytes(), gix::objs::tree::EntryKind::Blob, file);
         }
-        let tree = editor.write()?.detach();
+        let status_id = if status.entries.is_empty() { None } else { Some(repo.write_object(&status)?.detach()) };
+        set_entry(&mut root, STATUS_DIR.as_bytes(), gix::objs::tree::EntryKind::Tree, status_id);
+        let tree = repo.write_object(&root)?.detach();
         crash_point(point::MID_STATUS_COMMIT);
         let message = commit_message(entries);
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -111,6 +111,37 @@ impl StatusBranch {
             )
             .with_context(|| format!("committing to {}", self.reference))?;
         Ok(id.to_string())
+    }
+}
+
+/// The folder of the status branch holding one file per app.
+const STATUS_DIR: &str = "status";
+
+/// The tree `id` decoded (an empty tree for `None`).
+fn read_tree(repo: &gix::Repository, id: Option<gix::ObjectId>) -> Result<gix::objs::Tree> {
+    let Some(id) = id else { return Ok(gix::objs::Tree::empty()) };
+    let tree = repo.find_tree(id).with_context(|| format!("status tree {id}"))?;
+    Ok(tree.decode().with_context(|| format!("decoding status tree {id}"))?.into())
+}
+
+/// Puts `oid` at `name` in `tree` (keeping git's entry order), or removes `name` for `None`.
+///
+/// This replaces gix's tree editor, which checks that every entry of the edited tree exists in the
+/// object database: with one file per app that is one `stat` per app per commit, which made status
+/// commits, and a cold reconcile with them, quadratic in the number of apps.
+fn set_entry(tree: &mut gix::objs::Tree, name: &[u8], kind: gix::objs::tree::EntryKind, oid: Option<gix::ObjectId>) {
+    let probe = gix::objs::tree::Entry {
+        mode: kind.into(),
+        filename: name.into(),
+        oid: gix::ObjectId::null(gix::hash::Kind::Sha1),
+    };
+    match (tree.entries.binary_search(&probe), oid) {
+        (Ok(at), Some(oid)) => tree.entries[at].oid = oid,
+        (Ok(at), None) => {
+            tree.entries.remove(at);
+        }
+        (Err(at), Some(oid)) => tree.entries.insert(at, gix::objs::tree::Entry { oid, ..probe }),
+        (Err(_), None) => {}
     }
 }
 
@@ -210,6 +241,9 @@ pub async fn drain_outbox(branch: &StatusBranch, ledger: &Ledger, metrics: &Metr
 /// Most entries one status commit holds.
 const OUTBOX_BATCH: i64 = 500;
 
+/// Shortest time between two drains of the outbox while transitions keep arriving.
+const GROUP_WINDOW: Duration = Duration::from_millis(100);
+
 /// The recorder task: drains the outbox whenever the engine appends, and once more at shutdown.
 pub async fn run_recorder(
     branch: StatusBranch,
@@ -219,7 +253,19 @@ pub async fn run_recorder(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_millis(100);
+    let mut last_drain: Option<Instant> = None;
     loop {
+        // One commit per transition when quiet; under a burst, at most one drain per window, so
+        // the transitions that arrive meanwhile are grouped into one commit.
+        if let Some(since) = last_drain.map(|t| t.elapsed()).filter(|s| *s < GROUP_WINDOW) {
+            if !*shutdown.borrow() {
+                tokio::select! {
+                    _ = tokio::time::sleep(GROUP_WINDOW - since) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
+        last_drain = Some(Instant::now());
         match drain_outbox(&branch, &ledger, &metrics).await {
             Ok(_) => backoff = Duration::from_millis(100),
             Err(e) => {

@@ -67,3 +67,38 @@ fn message_puts_trailers_in_the_final_paragraph() {
     assert!(last.contains(&format!("Keelson-Source: {}", "a".repeat(40))));
     assert_eq!(parse_audit_trailers(&msg).len(), 2);
 }
+
+/// The status trees are written by hand (not by gix's editor): git itself must accept them, with
+/// entries in git's order whatever order the apps change in, and removals leaving no trace.
+#[test]
+fn status_trees_pass_git_fsck_and_list_every_app() {
+    let (dir, repo) = repo();
+    let branch = StatusBranch::new(repo.clone(), "keelson/status");
+    let names = ["web", "web-2", "web.api", "a", "zeta", "m-1", "db"];
+    let mut seq = 0;
+    for name in names.iter().rev() {
+        seq += 1;
+        branch.commit_batch(&[entry(seq, name, "Pending", "Healthy")]).unwrap();
+    }
+    seq += 1;
+    let batch = [entry(seq, "web.api", "Healthy", "Deleted"), entry(seq + 1, "db", "Healthy", "Degraded")];
+    branch.commit_batch(&batch).unwrap();
+    let fsck = std::process::Command::new("git")
+        .args(["fsck", "--strict", "--no-dangling"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(fsck.status.success(), "git fsck: {}", String::from_utf8_lossy(&fsck.stderr));
+    let ls = std::process::Command::new("git")
+        .args(["ls-tree", "-r", "--name-only", "keelson/status"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let listed = String::from_utf8(ls.stdout).unwrap();
+    let mut want: Vec<String> = names.iter().filter(|n| **n != "web.api").map(|n| format!("status/{n}.yaml")).collect();
+    want.sort();
+    assert_eq!(listed.lines().collect::<Vec<_>>(), want);
+    let tip = repo.branch_head("keelson/status").unwrap().unwrap();
+    let db = repo.snapshot(&tip, "").unwrap().files.into_iter().find(|f| f.path == "status/db.yaml").unwrap();
+    assert!(String::from_utf8(repo.read_blob(&db.blob_id).unwrap()).unwrap().contains("phase: Degraded"));
+}
