@@ -179,6 +179,16 @@ pub struct Ledger {
 /// Pages read ahead of the hashing thread (bounds memory at a few pages).
 const VERIFY_QUEUE: usize = 2;
 
+/// A page of entries on its way to the hashing thread.
+enum VerifyPage {
+    /// Packed by the database (SQLite).
+    Packed(page::PackedPage),
+    /// Read as rows (PostgreSQL).
+    Rows(Vec<LedgerEntry>),
+    /// A row did not decode; the page is read again row by row to name it.
+    Unreadable,
+}
+
 impl Ledger {
     /// Closes the connections; for SQLite this checkpoints the WAL into the database file, so the
     /// file alone is a complete copy once the daemon has stopped.
@@ -314,17 +324,23 @@ impl Ledger {
     async fn verify_packed(&self, mut verifier: Verifier, from: i64) -> Result<(Verifier, Option<i64>)> {
         // Hashing is CPU work, so it runs on a blocking thread fed through a short queue while
         // this task fetches the next page: the database and the hashing work at the same time.
-        let (pages, mut queue) = tokio::sync::mpsc::channel::<(i64, page::PackedPage)>(VERIFY_QUEUE);
+        let (pages, mut queue) = tokio::sync::mpsc::channel::<(i64, VerifyPage)>(VERIFY_QUEUE);
         let hashing = tokio::task::spawn_blocking(move || {
-            while let Some((start, packed)) = queue.blocking_recv() {
-                let Some(entries) = packed.text.as_deref().and_then(|text| page::unpack(text, packed.rows)) else {
-                    return (verifier, Some(start));
-                };
-                for entry in entries {
-                    if !verifier.push_fields(entry) {
-                        // Dropping the queue tells the reader to stop.
-                        return (verifier, None);
+            while let Some((start, page)) = queue.blocking_recv() {
+                let more = match page {
+                    VerifyPage::Packed(packed) => {
+                        let Some(entries) = packed.text.as_deref().and_then(|text| page::unpack(text, packed.rows))
+                        else {
+                            return (verifier, Some(start));
+                        };
+                        entries.into_iter().all(|entry| verifier.push_fields(entry))
                     }
+                    VerifyPage::Rows(entries) => entries.iter().all(|entry| verifier.push(entry)),
+                    VerifyPage::Unreadable => return (verifier, Some(start)),
+                };
+                if !more {
+                    // Dropping the queue tells the reader to stop.
+                    return (verifier, None);
                 }
             }
             (verifier, None)
@@ -332,22 +348,29 @@ impl Ledger {
         let mut next = Some(from);
         let mut failed = None;
         while let Some(start) = next {
-            let packed = match &self.store {
-                Store::Sqlite(s) => s.packed_page(start).await,
-                Store::Postgres(s) => s.packed_page(start).await,
+            // SQLite packs a page into one value (sqlx's per-value cost there is high); PostgreSQL
+            // sends rows in one buffer each, cheaper than packing them on the server.
+            let fetched = match &self.store {
+                Store::Sqlite(s) => s.packed_page(start).await.map(|p| (p.rows, p.last, VerifyPage::Packed(p))),
+                Store::Postgres(s) => s.page_rows(start).await.map(|rows| {
+                    let count = rows.len();
+                    let last = rows.last().and_then(|r| r.as_ref().ok()).map(|e| e.seq);
+                    let entries: Option<Vec<LedgerEntry>> = rows.into_iter().map(Result::ok).collect();
+                    (count, last, entries.map_or(VerifyPage::Unreadable, VerifyPage::Rows))
+                }),
             };
-            let packed = match packed {
-                Ok(packed) => packed,
+            let (rows, last, page) = match fetched {
+                Ok(fetched) => fetched,
                 Err(e) => {
                     failed = Some(e);
                     break;
                 }
             };
-            next = match packed.last {
-                Some(last) if packed.rows as i64 == page::PAGE_ENTRIES => last.checked_add(1),
+            next = match last {
+                Some(last) if rows as i64 == page::PAGE_ENTRIES => last.checked_add(1),
                 _ => None,
             };
-            if packed.rows == 0 || pages.send((start, packed)).await.is_err() {
+            if rows == 0 || pages.send((start, page)).await.is_err() {
                 break;
             }
         }

@@ -6,7 +6,7 @@ use sqlx::{Postgres, QueryBuilder, Row};
 use time::OffsetDateTime;
 
 use super::chain::{self, Head, LedgerEntry, PreparedEntry};
-use super::page::{PAGE_ENTRIES, PackedPage, packed_page_select};
+use super::page::PAGE_ENTRIES;
 use super::{AuditQuery, EntryStream, Error, Migration, Result, db, ledger_columns};
 
 /// Schema migrations, applied in order at open; never edit one that has shipped, add a new one.
@@ -181,25 +181,7 @@ impl PgStore {
         rows.iter().map(entry_from_row).collect::<Result<_, _>>().map_err(db("reading open intents"))
     }
 
-    /// Up to [`PAGE_ENTRIES`] entries from seq `from` on, packed into one value (see `page`).
-    pub(super) async fn packed_page(&self, from: i64) -> Result<PackedPage, sqlx::Error> {
-        let row = sqlx::query(concat!(
-            packed_page_select!(),
-            " FROM (SELECT ",
-            ledger_columns!(),
-            " FROM ledger WHERE seq >= $1 ORDER BY seq LIMIT $2) AS page"
-        ))
-        .bind(from)
-        .bind(PAGE_ENTRIES)
-        .fetch_one(&self.pool)
-        .await?;
-        let rows: i64 = row.try_get(0)?;
-        // Text that is not UTF-8 leaves the page to be read row by row, which names the row.
-        let text = row.try_get::<Option<String>, _>(2).ok().flatten();
-        Ok(PackedPage { rows: usize::try_from(rows).unwrap_or(0), last: row.try_get(1)?, text })
-    }
-
-    /// The rows [`Self::packed_page`] packs, one by one, each decoded on its own.
+    /// Up to [`PAGE_ENTRIES`] entries from seq `from` on, each decoded on its own.
     pub(super) async fn page_rows(&self, from: i64) -> Result<Vec<Result<LedgerEntry, sqlx::Error>>, sqlx::Error> {
         let rows =
             sqlx::query(concat!("SELECT ", ledger_columns!(), " FROM ledger WHERE seq >= $1 ORDER BY seq LIMIT $2"))
