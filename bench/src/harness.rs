@@ -96,6 +96,13 @@ fn figures() -> Vec<Figure> {
             "`Ledger::append` one entry at a time (plan, intent, applied, healthy per app: 4·N entries) to a new SQLite ledger.",
         ),
         Figure::new(
+            "ledger_append_batch",
+            "ledger append, batches of 1000 (SQLite)",
+            "entries/s",
+            Better::Higher,
+            "`Ledger::append_batch` of the same 4·N entries, 1000 per call, to a new SQLite ledger (time inside the calls only).",
+        ),
+        Figure::new(
             "ledger_verify",
             "ledger verify (4·N entries)",
             "s",
@@ -210,6 +217,9 @@ pub fn run(opts: &Options) -> Result<Report> {
                 rt.block_on(measure::ledger_append_and_verify(tmp.path(), &names, &repo.commit))?;
             samples.entry("ledger_append").or_default().push(per_s);
             samples.entry("ledger_verify").or_default().push(verify_s);
+            let batch_per_s =
+                rt.block_on(measure::new_sqlite_ledger_batch_appends_per_s(tmp.path(), 4 * n, 1000, &repo.commit))?;
+            samples.entry("ledger_append_batch").or_default().push(batch_per_s);
             samples.entry("status_commits").or_default().push(measure::status_commits_per_s(
                 &git_repo,
                 "bench/status",

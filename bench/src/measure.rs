@@ -191,6 +191,19 @@ pub async fn ledger_batch_appends_per_s(ledger: &Ledger, count: usize, batch: us
     Ok(count as f64 / busy.as_secs_f64())
 }
 
+/// [`ledger_batch_appends_per_s`] on a new SQLite ledger in `dir`.
+pub async fn new_sqlite_ledger_batch_appends_per_s(
+    dir: &Path,
+    count: usize,
+    batch: usize,
+    commit: &str,
+) -> Result<f64> {
+    let ledger = Ledger::open(&dir.join("batch.db").display().to_string()).await?;
+    let per_s = ledger_batch_appends_per_s(&ledger, count, batch, commit).await?;
+    ledger.close().await;
+    Ok(per_s)
+}
+
 /// Appends `count` rollout entries with `Ledger::append`, one transaction each, as the engine
 /// does; returns entries per second.
 pub async fn ledger_single_appends_per_s(ledger: &Ledger, count: usize, commit: &str) -> Result<f64> {
