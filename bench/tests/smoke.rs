@@ -43,7 +43,7 @@ fn one_app_change_changes_exactly_one_app() {
     let target = repo.change_target(0).clone();
     let head = generator::commit_one_app_change(&repo, &target, 1).expect("commit");
     let git = GitRepo::open(&repo.dir).expect("open");
-    let (_ms, changed) = measure::change_detection_ms(&git, &repo.commit, &head).expect("change detection");
+    let (_ms, _load_ms, changed) = measure::change_detection_ms(&git, &repo.commit, &head).expect("change detection");
     assert_eq!(changed, vec![target.name]);
 }
 

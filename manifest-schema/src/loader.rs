@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::digest::app_digest;
-use crate::semantic::{self, RepoApp, RepoPolicy, manifests_relative, under};
+use crate::semantic::{self, RepoApp, RepoPolicy, manifests_relative};
 use crate::validate::{CheckedFile, Manifest, check_bytes};
 use crate::yaml::Position;
 use crate::{App, Diagnostic, Kind};
@@ -93,6 +93,8 @@ pub struct Loader {
     /// Parse + validation results by blob id. Only path-independent work is cached; checks that
     /// depend on a file's path or on other files are redone on every load (they are cheap).
     cache: HashMap<String, Arc<CheckedFile>>,
+    /// App digests by their inputs (see [`digest_key`]), as of the last load.
+    digests: HashMap<String, String>,
 }
 
 /// Files of the repository sorted into the roles the layout gives them.
@@ -106,6 +108,8 @@ struct Layout<'a> {
     policies: Vec<&'a RepoFile>,
     /// `policies/*.rego`.
     rego: Vec<&'a RepoFile>,
+    /// Every file, sorted by path (for prefix lookups).
+    sorted: Vec<&'a RepoFile>,
 }
 
 impl<'a> Layout<'a> {
@@ -129,6 +133,10 @@ impl<'a> Layout<'a> {
         }
         layout.policies.sort_by(|a, b| a.path.cmp(&b.path));
         layout.rego.sort_by(|a, b| a.path.cmp(&b.path));
+        layout.sorted = files.iter().collect();
+        if !layout.sorted.is_sorted_by(|a, b| a.path <= b.path) {
+            layout.sorted.sort_by(|a, b| a.path.cmp(&b.path));
+        }
         layout
     }
 }
@@ -187,6 +195,7 @@ impl Loader {
             }
         }
         let mut repo_apps = Vec::new();
+        let mut digests = HashMap::with_capacity(layout.deploys.len());
         for (dir, f) in &layout.deploys {
             let Some(c) = checked.get(f.path.as_str()) else {
                 desired.invalid_apps.insert(dir.to_string());
@@ -205,7 +214,7 @@ impl Loader {
             }
         }
         let known: BTreeSet<String> = layout.app_dirs.keys().map(|d| d.to_string()).collect();
-        let (repo_diags, repo_invalid) = semantic::check_apps(&repo_apps, &known, files);
+        let (repo_diags, repo_invalid) = semantic::check_apps(&repo_apps, &known, &layout.sorted);
         diagnostics.extend(repo_diags);
         desired.invalid_apps.extend(repo_invalid);
 
@@ -219,9 +228,16 @@ impl Loader {
                 desired.invalid_apps.insert(app.dir.to_string());
                 continue;
             };
-            let inputs = digest_inputs(app.dir, &typed, files, &layout);
-            match app_digest(&app.doc.value, &inputs) {
+            let deploy_blob = layout.deploys.get(app.dir).map_or("", |f| f.blob_id.as_str());
+            let inputs = digest_inputs(app.dir, &typed, &layout);
+            let key = digest_key(deploy_blob, &inputs);
+            let digest = match self.digests.get(&key) {
+                Some(known) => Ok(known.clone()),
+                None => app_digest(&app.doc.value, &inputs),
+            };
+            match digest {
                 Ok(digest) => {
+                    digests.insert(key, digest.clone());
                     desired
                         .apps
                         .insert(app.dir.to_string(), LoadedApp { app: *typed, file: app.file.to_string(), digest });
@@ -238,6 +254,8 @@ impl Loader {
                 }
             }
         }
+
+        self.digests = digests;
 
         // Policies.
         let mut repo_policies = Vec::new();
@@ -313,15 +331,29 @@ fn relocate(mut diagnostics: Vec<Diagnostic>, path: &str) -> Vec<Diagnostic> {
 }
 
 /// The files an app's digest covers: everything under its manifests path plus every Rego module.
-fn digest_inputs(dir: &str, app: &App, files: &[RepoFile], layout: &Layout<'_>) -> Vec<RepoFile> {
+fn digest_inputs(dir: &str, app: &App, layout: &Layout<'_>) -> Vec<RepoFile> {
     let mut inputs: Vec<RepoFile> = layout.rego.iter().map(|f| (*f).clone()).collect();
     if let Some(m) = &app.spec.manifests
         && let Ok(rel) = manifests_relative(&m.path)
     {
         let prefix = format!("apps/{dir}/{rel}");
-        inputs.extend(files.iter().filter(|f| under(&f.path, &prefix)).cloned());
+        inputs.extend(semantic::files_under(&layout.sorted, &prefix).cloned());
     }
     inputs
+}
+
+/// What an app's digest is a function of: the deploy.yaml blob (its canonical value follows from
+/// the bytes) and the path and blob of every other input.
+fn digest_key(deploy_blob: &str, inputs: &[RepoFile]) -> String {
+    let mut key = String::with_capacity(41 + inputs.len() * 64);
+    key.push_str(deploy_blob);
+    for f in inputs {
+        key.push('\n');
+        key.push_str(&f.path);
+        key.push('\0');
+        key.push_str(&f.blob_id);
+    }
+    key
 }
 
 #[cfg(test)]

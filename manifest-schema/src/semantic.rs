@@ -332,7 +332,7 @@ impl RepoApp<'_> {
 pub(crate) fn check_apps(
     apps: &[RepoApp<'_>],
     known: &BTreeSet<String>,
-    files: &[RepoFile],
+    sorted: &[&RepoFile],
 ) -> (Vec<Diagnostic>, BTreeSet<String>) {
     let mut out = Vec::new();
     let mut invalid = BTreeSet::new();
@@ -381,7 +381,7 @@ pub(crate) fn check_apps(
             continue;
         };
         let prefix = format!("apps/{}/{rel}", app.dir);
-        if !files.iter().any(|f| under(&f.path, &prefix)) {
+        if files_under(sorted, &prefix).next().is_none() {
             out.push(app.error(
                 "/spec/manifests/path",
                 "app.manifests-path",
@@ -391,6 +391,20 @@ pub(crate) fn check_apps(
         }
     }
     (out, invalid)
+}
+
+/// The files of `sorted` (sorted by path) that are `prefix` or below it, found by binary search:
+/// paths under `prefix` sort in one run starting at the first path not less than it.
+pub(crate) fn files_under<'a, 'f>(
+    sorted: &'a [&'f RepoFile],
+    prefix: &'a str,
+) -> impl Iterator<Item = &'f RepoFile> + 'a {
+    let start = sorted.partition_point(|f| f.path.as_str() < prefix);
+    sorted[start..]
+        .iter()
+        .take_while(move |f| f.path.starts_with(prefix))
+        .filter(move |f| under(&f.path, prefix))
+        .copied()
 }
 
 /// True when `path` is `prefix` itself or a file below it.

@@ -257,12 +257,12 @@ pub async fn run_recorder(
     loop {
         // One commit per transition when quiet; under a burst, at most one drain per window, so
         // the transitions that arrive meanwhile are grouped into one commit.
-        if let Some(since) = last_drain.map(|t| t.elapsed()).filter(|s| *s < GROUP_WINDOW) {
-            if !*shutdown.borrow() {
-                tokio::select! {
-                    _ = tokio::time::sleep(GROUP_WINDOW - since) => {}
-                    _ = shutdown.changed() => {}
-                }
+        if let Some(since) = last_drain.map(|t| t.elapsed()).filter(|s| *s < GROUP_WINDOW)
+            && !*shutdown.borrow()
+        {
+            tokio::select! {
+                _ = tokio::time::sleep(GROUP_WINDOW - since) => {}
+                _ = shutdown.changed() => {}
             }
         }
         last_drain = Some(Instant::now());

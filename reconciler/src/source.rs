@@ -1,8 +1,9 @@
 //! Source: the state repository in git. Resolves the tracked branch, lists the files of a commit,
 //! reads blobs, and wakes the engine when (and only when) the tracked ref moves.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -32,7 +33,18 @@ pub struct GitRepo {
     /// Work tree if there is one, else the git dir.
     root: PathBuf,
     git_dir: PathBuf,
+    /// File listings of the trees the last snapshot walked, by tree id (see [`list_files`]).
+    listings: Arc<Mutex<Listings>>,
 }
+
+/// The files under a tree, paths relative to it, with their blob ids, and the ids of the tree's
+/// direct subtrees; shared between snapshots.
+#[derive(Debug)]
+struct Listing {
+    files: Vec<(String, String)>,
+    subtrees: Vec<gix::ObjectId>,
+}
+type Listings = HashMap<gix::ObjectId, Arc<Listing>>;
 
 impl std::fmt::Debug for GitRepo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -48,7 +60,7 @@ impl GitRepo {
         })?;
         let root = repo.workdir().map(Path::to_path_buf).unwrap_or_else(|| repo.git_dir().to_path_buf());
         let git_dir = repo.git_dir().to_path_buf();
-        Ok(Self { repo: repo.into_sync(), root, git_dir })
+        Ok(Self { repo: repo.into_sync(), root, git_dir, listings: Arc::default() })
     }
 
     /// The work tree (or the git dir of a bare repository).
@@ -99,7 +111,11 @@ impl GitRepo {
         let commit_obj = repo.find_commit(id).with_context(|| format!("commit {commit} not found"))?;
         let message = commit_obj.message_raw_sloppy().to_str_lossy().into_owned();
         let tree = commit_obj.tree_id().with_context(|| format!("tree of commit {commit}"))?.detach();
-        let files = list_files(&repo, tree, subpath).with_context(|| format!("listing files of commit {commit}"))?;
+        let files = {
+            let mut listings = self.listings.lock().unwrap_or_else(|e| e.into_inner());
+            list_files(&repo, tree, subpath, &mut listings)
+                .with_context(|| format!("listing files of commit {commit}"))?
+        };
         Ok(Snapshot {
             commit: commit.to_owned(),
             files,
@@ -122,8 +138,18 @@ pub fn read_blob(repo: &gix::Repository, blob_id: &str) -> std::io::Result<Vec<u
     Ok(blob.data.clone())
 }
 
-/// Lists all blobs under `subpath` of `tree`, paths relative to `subpath`.
-fn list_files(repo: &gix::Repository, tree: gix::ObjectId, subpath: &str) -> Result<Vec<RepoFile>> {
+/// Lists all blobs under `subpath` of `tree`, paths relative to `subpath`, sorted by path.
+///
+/// A tree id names its whole content, so a subtree the previous snapshot listed (an app directory
+/// the new commit did not touch) is taken from `listings` without reading it again: after a
+/// one-app commit only the trees on the changed path are read. `listings` is left holding the
+/// trees of this snapshot only, so its memory follows the repository.
+fn list_files(
+    repo: &gix::Repository,
+    tree: gix::ObjectId,
+    subpath: &str,
+    listings: &mut Listings,
+) -> Result<Vec<RepoFile>> {
     let mut start = tree;
     for component in subpath.split('/').filter(|c| !c.is_empty() && *c != ".") {
         let t = repo.find_tree(start)?;
@@ -134,23 +160,60 @@ fn list_files(repo: &gix::Repository, tree: gix::ObjectId, subpath: &str) -> Res
             _ => bail!("source path {subpath:?} is not a directory in this commit"),
         }
     }
-    let mut files = Vec::new();
-    let mut stack = vec![(String::new(), start)];
-    while let Some((prefix, id)) = stack.pop() {
-        let t = repo.find_tree(id)?;
-        for entry in t.decode()?.entries {
-            let name = entry.filename.to_str_lossy();
-            let path = if prefix.is_empty() { name.into_owned() } else { format!("{prefix}/{name}") };
-            if entry.mode.is_tree() {
-                stack.push((path, entry.oid.to_owned()));
-            } else if entry.mode.is_blob() {
-                files.push(RepoFile { path, blob_id: entry.oid.to_string() });
-            }
-            // Symlinks and submodules are never followed: a manifest cannot point outside the repository.
-        }
-    }
+    let mut seen = Listings::new();
+    let listing = list_tree(repo, start, listings, &mut seen)?;
+    *listings = seen;
+    let mut files: Vec<RepoFile> =
+        listing.files.iter().map(|(path, blob)| RepoFile { path: path.clone(), blob_id: blob.clone() }).collect();
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(files)
+}
+
+/// The listing of tree `id`: from `previous` or `seen` when known, else read (recursively).
+fn list_tree(
+    repo: &gix::Repository,
+    id: gix::ObjectId,
+    previous: &Listings,
+    seen: &mut Listings,
+) -> Result<Arc<Listing>> {
+    if let Some(known) = seen.get(&id) {
+        return Ok(Arc::clone(known));
+    }
+    if let Some(known) = previous.get(&id) {
+        keep(id, previous, seen);
+        return Ok(Arc::clone(known));
+    }
+    let t = repo.find_tree(id)?;
+    let mut listing = Listing { files: Vec::new(), subtrees: Vec::new() };
+    for entry in t.decode()?.entries {
+        let name = entry.filename.to_str_lossy();
+        if entry.mode.is_tree() {
+            let oid = entry.oid.to_owned();
+            let sub = list_tree(repo, oid, previous, seen)?;
+            listing.subtrees.push(oid);
+            listing.files.extend(sub.files.iter().map(|(path, blob)| (format!("{name}/{path}"), blob.clone())));
+        } else if entry.mode.is_blob() {
+            listing.files.push((name.into_owned(), entry.oid.to_string()));
+        }
+        // Symlinks and submodules are never followed: a manifest cannot point outside the repository.
+    }
+    let listing = Arc::new(listing);
+    seen.insert(id, Arc::clone(&listing));
+    Ok(listing)
+}
+
+/// Carries the listing of `id` and of every tree below it from `previous` to `seen`, so that the
+/// next snapshot can reuse them too.
+fn keep(id: gix::ObjectId, previous: &Listings, seen: &mut Listings) {
+    let mut stack = vec![id];
+    while let Some(id) = stack.pop() {
+        if let Some(listing) = previous.get(&id)
+            && !seen.contains_key(&id)
+        {
+            stack.extend(listing.subtrees.iter().copied());
+            seen.insert(id, Arc::clone(listing));
+        }
+    }
 }
 
 /// Values of `Key: value` trailers in the last paragraph of a commit message.
@@ -259,7 +322,8 @@ mod tests {
             std::fs::read(&ref_file).unwrap();
             std::fs::read(git_dir.join("refs/heads")).ok();
         }
-        std::fs::write(git_dir.join("refs/heads/keelson-status"), "2222222222222222222222222222222222222222\n").unwrap();
+        std::fs::write(git_dir.join("refs/heads/keelson-status"), "2222222222222222222222222222222222222222\n")
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(rx.try_recv().is_err(), "a read of the ref or a write of another ref woke the engine");
 
@@ -268,6 +332,68 @@ mod tests {
         std::fs::rename(&lock, &ref_file).unwrap();
         let woke = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
         assert!(matches!(woke, Ok(Some(()))), "moving the ref did not wake the engine");
+    }
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Snapshots reuse the listings of unchanged trees: after edits, additions, removals and
+    /// renames at every depth, each snapshot must still list exactly what git lists.
+    #[test]
+    fn snapshots_with_reused_tree_listings_match_git_ls_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        git(root, &["init", "-q", "-b", "main"]);
+        let write = |path: &str, text: &str| {
+            let p = root.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        for app in ["web", "api", "db"] {
+            write(&format!("apps/{app}/deploy.yaml"), app);
+            write(&format!("apps/{app}/manifests/base/svc.yaml"), app);
+        }
+        write("policies/p.yaml", "p");
+        let steps: Vec<Box<dyn Fn()>> = vec![
+            Box::new(|| write("apps/web/deploy.yaml", "web v2")),
+            Box::new(|| write("apps/api/manifests/base/extra.yaml", "x")),
+            Box::new(|| std::fs::remove_dir_all(root.join("apps/db")).unwrap()),
+            Box::new(|| std::fs::rename(root.join("apps/api"), root.join("apps/api2")).unwrap()),
+            Box::new(|| write("apps/db/deploy.yaml", "db")),
+            Box::new(|| write("apps/db/manifests/base/svc.yaml", "api")),
+        ];
+        let repo = GitRepo::open(root).unwrap();
+        for step in std::iter::once(None).chain(steps.iter().map(Some)) {
+            if let Some(step) = step {
+                step();
+            }
+            git(root, &["add", "-A"]);
+            git(root, &["commit", "-q", "--allow-empty", "-m", "step"]);
+            let head = repo.branch_head("main").unwrap().unwrap();
+            for subpath in ["", "apps"] {
+                let snap = repo.snapshot(&head, subpath).unwrap();
+                let ours: Vec<String> = snap.files.iter().map(|f| format!("{} {}", f.blob_id, f.path)).collect();
+                let treeish = if subpath.is_empty() { head.clone() } else { format!("{head}:{subpath}") };
+                let theirs: Vec<String> = git(root, &["ls-tree", "-r", "--format=%(objectname) %(path)", &treeish])
+                    .lines()
+                    .map(str::to_owned)
+                    .collect();
+                let mut theirs = theirs;
+                theirs.sort_by(|a, b| a.split_once(' ').unwrap().1.cmp(b.split_once(' ').unwrap().1));
+                assert_eq!(ours, theirs, "snapshot of {subpath:?} differs from git ls-tree");
+            }
+        }
+        // Only the trees of the last snapshot are kept.
+        let kept = repo.listings.lock().unwrap().len();
+        assert!(kept <= 12, "{kept} tree listings kept");
     }
 
     /// A relative git dir (`--repo ./state`) is watched like an absolute one.

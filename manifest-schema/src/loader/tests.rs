@@ -295,6 +295,15 @@ fn digest_covers_manifests_and_rego_blobs() {
     let rego = repo.load(&mut loader);
     assert_ne!(digest(&rego, "web"), digest(&changed, "web"));
     assert_ne!(digest(&rego, "api"), digest(&changed, "api"));
+
+    // Digests recalled from the warm loader are the ones a cold loader computes.
+    repo.put("apps/web/manifests/deploy.yaml", "kind: Deployment\nspec: {}\n");
+    let warm = repo.load(&mut loader);
+    let cold = repo.load(&mut Loader::new());
+    for name in ["web", "api"] {
+        assert_eq!(digest(&warm, name), digest(&cold, name), "{name}");
+    }
+    assert_ne!(digest(&warm, "web"), digest(&rego, "web"));
 }
 
 #[test]
