@@ -113,6 +113,10 @@ pub struct Tuning {
     /// A rollout not healthy after this long fails.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub progress_deadline: Duration,
+    /// Longest one reconcile pass keeps starting rollouts before it lets health checks (and
+    /// shutdown) run; the rest start on the next tick. Matters for cold starts of large fleets.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub pass_budget: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -313,6 +317,7 @@ async fn up(args: UpArgs) -> Result<ExitCode> {
         poll_interval: args.tuning.poll_interval,
         sim_rollout_time: args.tuning.sim_rollout_time,
         progress_deadline: args.tuning.progress_deadline,
+        pass_budget: args.tuning.pass_budget,
         providers: Default::default(),
         clusters: Default::default(),
     };

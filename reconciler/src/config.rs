@@ -72,6 +72,7 @@ pub fn daemon_options(args: DaemonArgs, config: Option<Config>) -> Result<Daemon
         poll_interval,
         sim_rollout_time: args.tuning.sim_rollout_time,
         progress_deadline: args.tuning.progress_deadline,
+        pass_budget: args.tuning.pass_budget,
         providers: config.providers.clone(),
         clusters: config.clusters.iter().map(|(k, v)| (k.clone(), v.workloads.clone())).collect(),
     })

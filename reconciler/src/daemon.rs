@@ -40,6 +40,8 @@ pub struct DaemonOptions {
     /// How long a simulated workload takes to converge.
     pub sim_rollout_time: Duration,
     pub progress_deadline: Duration,
+    /// Longest a reconcile pass keeps starting rollouts before yielding to health checks.
+    pub pass_budget: Duration,
     /// Named provider instances (`providers:` in config); empty means one `sim` instance for every cluster.
     pub providers: BTreeMap<String, ProviderConfig>,
     /// Cluster name → provider instance serving its workloads (`clusters:` in config).
@@ -120,6 +122,7 @@ pub async fn run(opts: DaemonOptions, on_listening: impl FnOnce(SocketAddr, &Pat
             path: opts.path.clone(),
             progress_deadline: opts.progress_deadline,
             tick: Duration::from_millis(200),
+            pass_budget: opts.pass_budget,
         },
         fleet,
         metrics.clone(),

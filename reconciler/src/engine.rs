@@ -52,6 +52,9 @@ pub struct EngineSettings {
     pub progress_deadline: Duration,
     /// How often in-flight rollouts are checked.
     pub tick: Duration,
+    /// Longest one pass keeps starting rollouts (after its first) before it leaves the rest to
+    /// the next tick, so that health checks, new commits and shutdown are not starved.
+    pub pass_budget: Duration,
 }
 
 /// The reconcile engine.
@@ -369,7 +372,18 @@ impl Engine {
         }
         // Apps whose change must be tried again on a later pass (waiting, frozen, or an error).
         let mut deferred = 0;
+        let pass_started = Instant::now();
+        let mut acted = false;
         for name in dependency_order(desired) {
+            if acted && pass_started.elapsed() >= self.settings.pass_budget {
+                // The apps after this one are looked at again on the next tick.
+                deferred += 1;
+                tracing::debug!(
+                    budget_ms = self.settings.pass_budget.as_millis() as u64,
+                    "pass budget spent; continuing on the next tick"
+                );
+                break;
+            }
             let app = &desired.apps[&name];
             let (status, deps) = {
                 let fleet = self.fleet.read().unwrap_or_else(|e| e.into_inner());
@@ -386,6 +400,7 @@ impl Engine {
                     s.message = message;
                 }
                 Decision::Suspend => {
+                    acted = true;
                     let from = status.as_ref().map_or(Phase::Pending, |s| s.phase);
                     self.append(NewEntry {
                         app: name.clone(),
@@ -401,6 +416,7 @@ impl Engine {
                     .await?;
                 }
                 Decision::StartRollout => {
+                    acted = true;
                     let from = status.as_ref().map_or(Phase::Pending, |s| s.phase);
                     let verdicts = self.admit(app, snapshot, quota_verdicts.remove(&name).unwrap_or_default());
                     if let Some(block) = blocked_by(&verdicts) {

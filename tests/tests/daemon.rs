@@ -13,7 +13,8 @@ fn ledger_head(d: &Daemon) -> i64 {
 fn second_instance_is_refused_sigterm_drains_and_restart_resumes() {
     let (tmp, repo) = template_repo();
     let r = repo.to_str().unwrap();
-    let args = ["up", "--dir", r, "--listen", "127.0.0.1:0", "--sim-rollout-time", "200ms"];
+    // A zero pass budget makes every pass start one rollout and leave the rest to later ticks.
+    let args = ["up", "--dir", r, "--listen", "127.0.0.1:0", "--sim-rollout-time", "200ms", "--pass-budget", "0ms"];
     let d = Daemon::start(&args, tmp.path());
     d.wait_for("four apps Healthy", Duration::from_secs(60), |d| {
         let apps = d.json("/api/v1/apps");
