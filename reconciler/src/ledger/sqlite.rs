@@ -21,6 +21,9 @@ const MIGRATIONS: &[Migration] = &[
     Migration { version: 2, name: "intents", sql: include_str!("../../migrations/sqlite/0002_intents.sql") },
 ];
 
+/// Rows per INSERT statement of a batch append.
+const INSERT_ROWS: usize = 200;
+
 /// Generous, because every appender (thread or process) queues on the one write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -126,24 +129,26 @@ impl SqliteStore {
             .transpose()
             .map_err(db("reading the ledger head"))?;
         let entries = chain::chain_onto(head, batch, OffsetDateTime::now_utc())?;
-        for e in &entries {
-            sqlx::query(concat!("INSERT INTO ledger (", ledger_columns!(), ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"))
-                .bind(e.seq)
-                .bind(&e.at)
-                .bind(&e.app)
-                .bind(&e.desired_commit)
-                .bind(&e.desired_digest)
-                .bind(e.rollout)
-                .bind(&e.from_state)
-                .bind(&e.to_state)
-                .bind(&e.action)
-                .bind(&e.actor)
-                .bind(&e.detail)
-                .bind(&e.prev_hash)
-                .bind(&e.hash)
-                .execute(&mut *tx)
-                .await
-                .map_err(db("appending to the ledger"))?;
+        // Multi-row INSERTs: one statement per chunk instead of one round trip to the SQLite
+        // worker per entry (13 parameters a row, well under SQLite's 32,766).
+        for chunk in entries.chunks(INSERT_ROWS) {
+            let mut insert = QueryBuilder::<Sqlite>::new(concat!("INSERT INTO ledger (", ledger_columns!(), ") "));
+            insert.push_values(chunk, |mut row, e| {
+                row.push_bind(e.seq)
+                    .push_bind(&e.at)
+                    .push_bind(&e.app)
+                    .push_bind(&e.desired_commit)
+                    .push_bind(&e.desired_digest)
+                    .push_bind(e.rollout)
+                    .push_bind(&e.from_state)
+                    .push_bind(&e.to_state)
+                    .push_bind(&e.action)
+                    .push_bind(&e.actor)
+                    .push_bind(&e.detail)
+                    .push_bind(&e.prev_hash)
+                    .push_bind(&e.hash);
+            });
+            insert.build().execute(&mut *tx).await.map_err(db("appending to the ledger"))?;
         }
         tx.commit().await.map_err(db("committing an append"))?;
         Ok(entries)
