@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use keelson::ledger::{Ledger, redact};
+use keelson::ledger::{Ledger, redact, with_database};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
 use crate::measure;
@@ -165,23 +165,6 @@ async fn postgres_run(admin_url: &str, opts: &Options, samples: &mut Samples) ->
         .await
         .with_context(|| format!("dropping the benchmark database {name}"))?;
     outcome
-}
-
-/// `url` with its database name replaced by `name`.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let authority = base.find("://").map_or(0, |i| i + 3);
-    let base = match base[authority..].find('/') {
-        Some(i) => &base[..authority + i],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{base}/{name}?{q}"),
-        None => format!("{base}/{name}"),
-    }
 }
 
 /// `bench/results/ledger.md`: date, machine, command and the table.

@@ -396,6 +396,24 @@ impl Ledger {
     }
 }
 
+/// A database URL with its database name replaced by `name` (query parameters kept), e.g. to
+/// point a PostgreSQL server URL at a scratch database.
+pub fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[authority..].find('/') {
+        Some(i) => &base[..authority + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
 /// The database string without a password, for error messages and logs.
 pub fn redact(database: &str) -> String {
     let Some((scheme, rest)) = database.split_once("://") else {

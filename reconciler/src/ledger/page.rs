@@ -22,7 +22,7 @@ macro_rules! packed {
 
 /// The page query up to `FROM`: row count, last seq and the packed rows; the caller appends
 /// `FROM (SELECT … WHERE seq >= from ORDER BY seq LIMIT limit) AS page` with its engine's
-/// placeholders. `concat` writes a null rollout as nothing. The rows are not ordered inside the
+/// bind parameters. `concat` writes a null rollout as nothing. The rows are not ordered inside the
 /// aggregate (that costs a sort in the database); [`unpack`] puts them in seq order.
 macro_rules! packed_page_select {
     () => {
