@@ -170,6 +170,15 @@ impl Daemon {
         }
     }
 
+    /// Waits (at most `limit`) until `/api/v1/apps` lists exactly `apps` apps, all Healthy.
+    pub fn wait_all_healthy(&self, apps: usize, what: &str, limit: Duration) {
+        self.wait_for(what, limit, |d| {
+            let listed = d.json("/api/v1/apps");
+            let list = listed["apps"].as_array()?;
+            (list.len() == apps && list.iter().all(|a| a["phase"] == "Healthy")).then_some(())
+        });
+    }
+
     /// The app's status, or None while the API does not know it.
     pub fn app(&self, name: &str) -> Option<Value> {
         let (status, body) = self.get(&format!("/api/v1/apps/{name}"));

@@ -7,12 +7,6 @@ use std::time::Duration;
 use keelson_e2e::{Daemon, git, keelson, template_repo};
 use serde_json::Value;
 
-fn all_healthy(d: &Daemon) -> Option<()> {
-    let apps = d.json("/api/v1/apps");
-    let list = apps["apps"].as_array()?.clone();
-    (list.len() == 4 && list.iter().all(|a| a["phase"] == "Healthy")).then_some(())
-}
-
 fn crash_and_recover(point: &str) -> Vec<Value> {
     let (tmp, repo) = template_repo();
     let r = repo.to_str().unwrap();
@@ -22,7 +16,7 @@ fn crash_and_recover(point: &str) -> Vec<Value> {
     assert_ne!(code, 0, "the daemon aborted at {point}");
 
     let d = Daemon::start(&args, tmp.path());
-    d.wait_for("four apps Healthy after recovery", Duration::from_secs(60), all_healthy);
+    d.wait_all_healthy(4, "four apps Healthy after recovery", Duration::from_secs(60));
     let verify = d.json("/api/v1/audit/verify");
     assert_eq!(verify["ok"], true, "{point}: {verify}");
     let entries = d.json("/api/v1/audit?limit=10000")["entries"].as_array().unwrap().clone();

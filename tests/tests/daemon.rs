@@ -16,11 +16,7 @@ fn second_instance_is_refused_sigterm_drains_and_restart_resumes() {
     // A zero pass budget makes every pass start one rollout and leave the rest to later ticks.
     let args = ["up", "--dir", r, "--listen", "127.0.0.1:0", "--sim-rollout-time", "200ms", "--pass-budget", "0ms"];
     let d = Daemon::start(&args, tmp.path());
-    d.wait_for("four apps Healthy", Duration::from_secs(60), |d| {
-        let apps = d.json("/api/v1/apps");
-        let list = apps["apps"].as_array()?.clone();
-        (list.len() == 4 && list.iter().all(|a| a["phase"] == "Healthy")).then_some(())
-    });
+    d.wait_all_healthy(4, "four apps Healthy", Duration::from_secs(60));
 
     let second = keelson(&args, tmp.path());
     assert_eq!(second.status.code(), Some(1));
@@ -57,11 +53,7 @@ fn a_sigkill_between_append_and_status_commit_loses_nothing() {
     d.wait_for("some transitions", Duration::from_secs(60), |d| (ledger_head(d) >= 8).then_some(()));
     d.kill();
     let d = Daemon::start(&args, tmp.path());
-    d.wait_for("four apps Healthy", Duration::from_secs(60), |d| {
-        let apps = d.json("/api/v1/apps");
-        let list = apps["apps"].as_array()?.clone();
-        (list.len() == 4 && list.iter().all(|a| a["phase"] == "Healthy")).then_some(())
-    });
+    d.wait_all_healthy(4, "four apps Healthy", Duration::from_secs(60));
     let verify = d.json("/api/v1/audit/verify");
     assert_eq!(verify["ok"], true, "{verify}");
     let head = ledger_head(&d);

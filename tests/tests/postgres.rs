@@ -28,11 +28,7 @@ fn daemon_records_to_postgres_and_verifies() {
         &["daemon", "--repo", r, "--database", &url, "--listen", "127.0.0.1:0", "--sim-rollout-time", "100ms"],
         tmp.path(),
     );
-    d.wait_for("four apps Healthy", Duration::from_secs(60), |d| {
-        let apps = d.json("/api/v1/apps");
-        let list = apps["apps"].as_array()?.clone();
-        (list.len() == 4 && list.iter().all(|a| a["phase"] == "Healthy")).then_some(())
-    });
+    d.wait_all_healthy(4, "four apps Healthy", Duration::from_secs(60));
     let verify = d.json("/api/v1/audit/verify");
     assert_eq!(verify["ok"], true, "{verify}");
     assert_eq!(d.terminate(), 0);
