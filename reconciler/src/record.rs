@@ -135,8 +135,19 @@ fn set_entry(tree: &mut gix::objs::Tree, name: &[u8], kind: gix::objs::tree::Ent
         filename: name.into(),
         oid: gix::ObjectId::null(gix::hash::Kind::Sha1),
     };
+    // git orders a tree `x` as `x/`, so an entry of the other kind under the same name (a file
+    // `status` someone committed by hand) sits elsewhere; it must go, or the tree names it twice.
+    let other_kind = if kind == gix::objs::tree::EntryKind::Tree {
+        gix::objs::tree::EntryKind::Blob
+    } else {
+        gix::objs::tree::EntryKind::Tree
+    };
+    let other = gix::objs::tree::Entry { mode: other_kind.into(), ..probe.clone() };
+    if let Ok(at) = tree.entries.binary_search(&other) {
+        tree.entries.remove(at);
+    }
     match (tree.entries.binary_search(&probe), oid) {
-        (Ok(at), Some(oid)) => tree.entries[at].oid = oid,
+        (Ok(at), Some(oid)) => tree.entries[at] = gix::objs::tree::Entry { oid, ..probe },
         (Ok(at), None) => {
             tree.entries.remove(at);
         }

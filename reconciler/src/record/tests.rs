@@ -102,3 +102,19 @@ fn status_trees_pass_git_fsck_and_list_every_app() {
     let db = repo.snapshot(&tip, "").unwrap().files.into_iter().find(|f| f.path == "status/db.yaml").unwrap();
     assert!(String::from_utf8(repo.read_blob(&db.blob_id).unwrap()).unwrap().contains("phase: Degraded"));
 }
+
+/// A file or folder someone committed by hand under a status name is replaced, never doubled.
+#[test]
+fn entries_of_the_other_kind_are_replaced() {
+    let (_dir, repo) = repo();
+    let local = repo.local();
+    let blob = local.write_blob(b"x").unwrap().detach();
+    let mut tree = gix::objs::Tree::empty();
+    set_entry(&mut tree, b"status", gix::objs::tree::EntryKind::Blob, Some(blob));
+    set_entry(&mut tree, b"status", gix::objs::tree::EntryKind::Tree, Some(local.empty_tree().id));
+    assert_eq!(tree.entries.len(), 1);
+    assert!(tree.entries[0].mode.is_tree());
+    set_entry(&mut tree, b"status", gix::objs::tree::EntryKind::Blob, Some(blob));
+    assert_eq!(tree.entries.len(), 1);
+    assert!(tree.entries[0].mode.is_blob());
+}
