@@ -1,19 +1,33 @@
 //! App → sim resources. Pure: no I/O, so `keelson plan` can run it in CI.
 
+use async_trait::async_trait;
 use keelson_manifest::App;
+use keelson_provider_api::{DesiredResource, Error, Owner, RenderCtx, Renderer, ResourceId, Result};
 use serde_json::{Map, Value, json};
 
-use super::spec::{API_VERSION, Kind, ROUTE, WORKLOAD};
-use crate::{DesiredResource, Error, Owner, RenderCtx, ResourceId, Result, Variant};
+use super::spec::{API_VERSION, Kind, NODE_POOL, ROUTE, WORKLOAD};
 
-/// The resources the sim instance `instance` would hold for `app` in this render context.
-pub(crate) fn render(instance: &str, app: &App, ctx: &RenderCtx) -> Result<Vec<DesiredResource>> {
+/// The sim's renderer: a Workload per variant, a Route when the app is exposed, and a
+/// (cluster-scoped) NodePool when it asks for spot capacity.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SimRenderer;
+
+#[async_trait]
+impl Renderer for SimRenderer {
+    async fn render(&self, app: &App, ctx: &RenderCtx) -> Result<Vec<DesiredResource>> {
+        render(app, ctx)
+    }
+}
+
+/// The resources the sim instance of `ctx` would hold for `app`.
+pub fn render(app: &App, ctx: &RenderCtx) -> Result<Vec<DesiredResource>> {
     let name = &app.metadata.name;
     let namespace = app.metadata.team.as_deref().unwrap_or("default");
     // Through JSON, so the manifest crate can make these typed structs without breaking us.
-    let spec = serde_json::to_value(&app.spec).map_err(|e| Error::Failed {
-        provider: instance.to_owned(),
-        message: format!("cannot read the spec of app {name}: {e}"),
+    let spec = serde_json::to_value(&app.spec).map_err(|e| Error::InvalidSpec {
+        instance: ctx.instance.clone(),
+        resource: format!("app {name}"),
+        message: format!("cannot read the spec: {e}"),
     })?;
     let present = |field: &str| spec.get(field).filter(|v| !v.is_null()).cloned();
 
@@ -26,21 +40,16 @@ pub(crate) fn render(instance: &str, app: &App, ctx: &RenderCtx) -> Result<Vec<D
     workload.insert("variant".into(), json!(ctx.variant));
     workload.insert("weight".into(), json!(ctx.weight));
 
-    let id = |kind: &str, name: String| ResourceId {
-        instance: instance.to_owned(),
-        api_version: API_VERSION.to_owned(),
-        kind: kind.to_owned(),
-        namespace: namespace.to_owned(),
-        name,
-    };
+    let id =
+        |kind: &str, name: String| ResourceId::namespaced(ctx.instance.clone(), API_VERSION, kind, namespace, &name);
     let resource = |id: ResourceId, spec: Map<String, Value>| DesiredResource {
         id,
-        owner: Owner { app: name.clone() },
+        owner: Owner { app: name.as_str().into() },
         digest: ctx.digest.clone(),
         spec: Value::Object(spec),
     };
 
-    let mut resources = vec![resource(id(WORKLOAD, format!("{name}{}", variant_suffix(ctx.variant))), workload)];
+    let mut resources = vec![resource(id(WORKLOAD, format!("{name}{}", ctx.variant.suffix())), workload)];
     // One Route per app whatever the variant: shifting traffic between variants is the traffic
     // router's job, so every variant renders the same Route and re-applying it is a no-op.
     if let Some(expose) = present("expose") {
@@ -49,26 +58,28 @@ pub(crate) fn render(instance: &str, app: &App, ctx: &RenderCtx) -> Result<Vec<D
         route.insert("expose".into(), expose);
         resources.push(resource(id(ROUTE, name.clone()), route));
     }
+    if let Some(pool) = &app.spec.placement.node_pool {
+        let mut spec = Map::new();
+        spec.insert("serverClass".into(), json!(pool.server_class));
+        if let Some(bid) = &pool.max_bid {
+            spec.insert("maxBid".into(), json!(bid));
+        }
+        spec.insert("onDemandFallback".into(), json!(pool.on_demand_fallback));
+        let pool_id = ResourceId::cluster_scoped(ctx.instance.clone(), API_VERSION, NODE_POOL, name);
+        resources.push(resource(pool_id, spec));
+    }
 
     for r in &resources {
         let kind = Kind::parse(&r.id.api_version, &r.id.kind).expect("render only emits sim kinds");
-        let problems = kind.problems(&r.spec);
+        let mut problems = kind.scope_problems(&r.id);
+        problems.extend(kind.problems(&r.spec));
         if !problems.is_empty() {
             return Err(Error::InvalidSpec {
-                provider: instance.to_owned(),
+                instance: ctx.instance.clone(),
                 resource: format!("{} (app {name})", r.id),
                 message: problems.join("; "),
             });
         }
     }
     Ok(resources)
-}
-
-fn variant_suffix(variant: Variant) -> &'static str {
-    match variant {
-        Variant::Stable => "",
-        Variant::Canary => "-canary",
-        Variant::Blue => "-blue",
-        Variant::Green => "-green",
-    }
 }
