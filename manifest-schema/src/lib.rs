@@ -12,6 +12,7 @@ pub mod config;
 pub mod diagnostic;
 pub mod digest;
 pub mod loader;
+pub mod not_built;
 pub mod policy;
 pub mod schema;
 mod semantic;

@@ -63,9 +63,11 @@ pub enum Command {
     },
     /// Check manifests: a whole repository (default `.`) or one file; prints `PATH:LINE:COL: error: message`.
     Validate {
-        /// A state repository directory or a single YAML file.
-        #[arg(default_value = ".")]
-        path: PathBuf,
+        /// A state repository directory or a single YAML file [default: `.`, unless only --config is given].
+        path: Option<PathBuf>,
+        /// Also check a daemon configuration file (`kind: Config`).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
@@ -295,7 +297,7 @@ async fn run(command: Command) -> Result<ExitCode> {
             println!("Next: keelson daemon --repo {}   (or keelson up --dir {})", dir.display(), dir.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Validate { path, format } => crate::validate::run(&path, format),
+        Command::Validate { path, config, format } => crate::validate::run(path.as_deref(), config.as_deref(), format),
         Command::Plan(args) => plan(args),
         Command::Status { server, format } => status(&server, format),
         Command::Audit(cmd) => audit(cmd).await,
@@ -320,6 +322,7 @@ async fn up(args: UpArgs) -> Result<ExitCode> {
         pass_budget: args.tuning.pass_budget,
         providers: Default::default(),
         clusters: Default::default(),
+        not_built: Vec::new(),
     };
     daemon::run(opts, |addr, data_dir, database| {
         let d = dir.display();
@@ -347,7 +350,7 @@ async fn up(args: UpArgs) -> Result<ExitCode> {
 
 async fn daemon_verb(args: DaemonArgs) -> Result<ExitCode> {
     let config = match &args.config {
-        Some(path) => Some(crate::config::load(path)?),
+        Some(path) => Some(crate::config::load(path)?.0),
         None => None,
     };
     let opts = crate::config::daemon_options(args, config)?;

@@ -6,42 +6,48 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use keelson_manifest::config::{Config, parse_config};
+use keelson_manifest::config::{Config, check_config};
+use keelson_manifest::{Diagnostic, Kind, Severity, not_built};
 
 use crate::cli::{DaemonArgs, parse_duration};
 use crate::daemon::DaemonOptions;
 
 /// Reads and validates a config file; every problem is reported as `file:line:col: error: …`.
-pub fn load(path: &Path) -> Result<Config> {
+/// Warnings (settings accepted but not carried out) come back beside the config.
+pub fn load(path: &Path) -> Result<(Config, Vec<Diagnostic>)> {
     let bytes = std::fs::read(path).with_context(|| format!("reading config {}", path.display()))?;
-    parse_config(&path.display().to_string(), &bytes).map_err(|diagnostics| {
+    check(path, &bytes).map_err(|diagnostics| {
         let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
         anyhow::anyhow!("invalid config {}:\n{}", path.display(), lines.join("\n"))
     })
+}
+
+/// Validates config bytes read from `path`: the config and its warnings, or every error.
+pub fn check(path: &Path, bytes: &[u8]) -> Result<(Config, Vec<Diagnostic>), Vec<Diagnostic>> {
+    check_config(&path.display().to_string(), bytes)
+}
+
+/// Settings of a typed config that are accepted but not carried out (see
+/// [`keelson_manifest::not_built`]): errors for those unsafe to ignore, as `(severity, message)`.
+pub fn not_built_settings(config: &Config) -> Vec<(Severity, String)> {
+    let value = serde_json::to_value(config).unwrap_or_default();
+    not_built::findings(Kind::Config, &value).into_iter().map(|(row, _, message)| (row.severity, message)).collect()
 }
 
 /// Merges flags over the config file over built-in defaults.
 pub fn daemon_options(args: DaemonArgs, config: Option<Config>) -> Result<DaemonOptions> {
     let config = config.unwrap_or_default();
     let source = config.source.clone().unwrap_or_default();
-    if source.require_signed_commits {
-        bail!(
-            "source.requireSignedCommits is set, but signed-commit verification is not built yet; \
-             refusing to run without the protection you asked for (remove the setting to run unverified)"
-        );
-    }
-    if source.webhook.is_some() {
-        tracing::warn!("source.webhook is not built yet and is ignored; the tracked branch is watched and polled");
-    }
-    if config.drift.is_some() {
-        tracing::warn!("drift.schedule is not built yet and is ignored");
+    // One table says what is not built (keelson_manifest::not_built); `load` already refused its
+    // errors with positions, this covers a config that did not come through it.
+    let mut not_built = Vec::new();
+    for (severity, message) in not_built_settings(&config) {
+        match severity {
+            Severity::Error => bail!("{message}"),
+            Severity::Warning => not_built.push(message),
+        }
     }
     let status = config.status.clone().unwrap_or_default();
-    if status.repo.is_some() {
-        bail!(
-            "status.repo (a separate status repository) is not built yet; remove it to record on the state repository"
-        );
-    }
     let repo = args.repo.or(source.repo).context("no repository: pass --repo PATH or set source.repo in the config")?;
     if repo.contains("://") || repo.starts_with("git@") {
         bail!(
@@ -75,5 +81,6 @@ pub fn daemon_options(args: DaemonArgs, config: Option<Config>) -> Result<Daemon
         pass_budget: args.tuning.pass_budget,
         providers: config.providers.clone(),
         clusters: config.clusters.iter().map(|(k, v)| (k.clone(), v.workloads.clone())).collect(),
+        not_built,
     })
 }

@@ -9,9 +9,17 @@ use serde_json::json;
 
 use crate::cli::Format;
 
-/// Validates `path` (a directory is read from the filesystem, work tree as it is now) and prints findings.
-pub fn run(path: &Path, format: Format) -> Result<ExitCode> {
-    let (files, diagnostics) = check(path)?;
+/// Validates `path` (a directory is read from the filesystem, work tree as it is now) and the
+/// daemon config file `config`, and prints findings. Without either, `path` is `.`.
+pub fn run(path: Option<&Path>, config: Option<&Path>, format: Format) -> Result<ExitCode> {
+    let (mut files, mut diagnostics) = match (path, config) {
+        (None, Some(_)) => (0, Vec::new()),
+        (path, _) => check(path.unwrap_or(Path::new(".")))?,
+    };
+    if let Some(config) = config {
+        files += 1;
+        diagnostics.extend(check_config_file(config)?);
+    }
     let errors = diagnostics.iter().filter(|d| d.is_error()).count();
     let warnings = diagnostics.len() - errors;
     match format {
@@ -29,6 +37,15 @@ pub fn run(path: &Path, format: Format) -> Result<ExitCode> {
         }
     }
     Ok(if errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// Every diagnostic of a daemon config file (`kind: Config`), warnings included.
+pub fn check_config_file(path: &Path) -> Result<Vec<Diagnostic>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(match crate::config::check(path, &bytes) {
+        Ok((_, warnings)) => warnings,
+        Err(errors) => errors,
+    })
 }
 
 /// Number of files looked at and every diagnostic, paths as the user gave them.

@@ -203,6 +203,8 @@ impl AppStatus {
 pub struct Fleet {
     pub apps: BTreeMap<String, AppStatus>,
     pub source: SourceStatus,
+    /// Daemon config settings accepted but not carried out (see `keelson_manifest::not_built`).
+    pub config_not_built: Vec<String>,
 }
 
 /// The source as last seen.
@@ -218,6 +220,8 @@ pub struct SourceStatus {
     pub last_sync: Option<String>,
     /// Problems found in that commit, as `file:line:col: error: message`.
     pub diagnostics: Vec<String>,
+    /// The diagnostics about settings of that commit that are accepted but not carried out.
+    pub not_built: Vec<String>,
     /// True once the first snapshot has been reconciled.
     pub ready: bool,
 }
