@@ -13,6 +13,7 @@ pub mod diagnostic;
 pub mod digest;
 pub mod ids;
 pub mod loader;
+pub mod not_built;
 pub mod policy;
 pub mod schema;
 mod semantic;

@@ -121,6 +121,8 @@ async fn status(State(s): State<ApiState>) -> Json<serde_json::Value> {
         "apps": fleet.apps.len(),
         "phases": fleet.counts(),
         "inSync": fleet.apps.values().filter(|a| a.in_sync).count(),
+        // Settings (daemon config, then manifests) that are accepted but not carried out.
+        "notBuilt": fleet.config_not_built.iter().chain(&fleet.source.not_built).collect::<Vec<_>>(),
     }))
 }
 

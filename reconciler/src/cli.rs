@@ -63,12 +63,11 @@ pub enum Command {
     },
     /// Check manifests: a whole repository (default `.`) or one file; prints `PATH:LINE:COL: error: message`.
     Validate {
-        /// A state repository directory or a single YAML file.
-        #[arg(default_value = ".")]
-        path: PathBuf,
-        /// Also check this daemon config: its provider settings, and that every app's cluster has the
-        /// roles (workloads, mesh, metrics) its strategy needs.
-        #[arg(long)]
+        /// A state repository directory or a single YAML file [default: `.`, unless only --config is given].
+        path: Option<PathBuf>,
+        /// Also check a daemon configuration file (`kind: Config`): its provider settings, and that every
+        /// app's cluster has the roles (workloads, mesh, metrics) its strategy needs.
+        #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
         #[arg(long, short = 'o', value_enum, default_value_t = Format::Text)]
         format: Format,
@@ -328,7 +327,9 @@ async fn run(command: Command) -> Result<ExitCode> {
             println!("Next: keelson daemon --repo {}   (or keelson up --dir {})", dir.display(), dir.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Validate { path, config, format } => crate::validate::run(&path, config.as_deref(), format).await,
+        Command::Validate { path, config, format } => {
+            crate::validate::run(path.as_deref(), config.as_deref(), format).await
+        }
         Command::Plan(args) => plan(args).await,
         Command::Provider(cmd) => provider(cmd).await,
         Command::Status { server, format } => status(&server, format),
@@ -354,6 +355,7 @@ async fn up(args: UpArgs) -> Result<ExitCode> {
         pass_budget: args.tuning.pass_budget,
         providers: Default::default(),
         clusters: Default::default(),
+        not_built: Vec::new(),
     };
     daemon::run(opts, |addr, data_dir, database| {
         let d = dir.display();
@@ -381,7 +383,7 @@ async fn up(args: UpArgs) -> Result<ExitCode> {
 
 async fn daemon_verb(args: DaemonArgs) -> Result<ExitCode> {
     let config = match &args.config {
-        Some(path) => Some(crate::config::load(path)?),
+        Some(path) => Some(crate::config::load(path)?.0),
         None => None,
     };
     let opts = crate::config::daemon_options(args, config)?;
@@ -417,7 +419,7 @@ fn schema(kind: Option<&str>) -> Result<ExitCode> {
 async fn plan(args: PlanArgs) -> Result<ExitCode> {
     let repo = GitRepo::open(&args.repo)?;
     let config = match &args.config {
-        Some(path) => crate::config::load(path)?,
+        Some(path) => crate::config::load(path)?.0,
         None => Default::default(),
     };
     let renderers = crate::providers::Renderers::from_config(&config.providers, &config.clusters)?;
@@ -495,7 +497,7 @@ async fn provider(cmd: ProviderCommand) -> Result<ExitCode> {
         }
         ProviderCommand::Test { config, instance, data_dir, format } => {
             let config = match &config {
-                Some(path) => crate::config::load(path)?,
+                Some(path) => crate::config::load(path)?.0,
                 None => Default::default(),
             };
             let temp;

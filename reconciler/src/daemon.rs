@@ -45,6 +45,8 @@ pub struct DaemonOptions {
     pub providers: BTreeMap<String, ProviderConfig>,
     /// Cluster name → provider instance per role (`clusters:` in config).
     pub clusters: BTreeMap<String, ClusterBinding>,
+    /// Config settings accepted but not carried out, one message each (logged, and in `/api/v1/status`).
+    pub not_built: Vec<String>,
 }
 
 /// Runs until SIGTERM or SIGINT; `on_listening` is called with the bound API address and data dir.
@@ -75,7 +77,11 @@ pub async fn run(opts: DaemonOptions, on_listening: impl FnOnce(SocketAddr, &Pat
     if drained > 0 {
         tracing::info!(entries = drained, "recorded ledger entries left from the previous run on the status branch");
     }
+    for message in &opts.not_built {
+        tracing::warn!(setting = "config", "{message}");
+    }
     let fleet = Arc::new(RwLock::new(Fleet {
+        config_not_built: opts.not_built.clone(),
         apps: Default::default(),
         source: SourceStatus {
             repo: repo.root().display().to_string(),

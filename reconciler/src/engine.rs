@@ -318,6 +318,11 @@ impl Engine {
         let mut all_diagnostics = outcome.diagnostics.clone();
         all_diagnostics.extend(policy_diagnostics);
         let diagnostics: Vec<String> = all_diagnostics.iter().map(|d| d.to_string()).collect();
+        let not_built: Vec<String> = all_diagnostics
+            .iter()
+            .filter(|d| d.rule == keelson_manifest::not_built::RULE)
+            .map(|d| d.to_string())
+            .collect();
         let errors = all_diagnostics.iter().filter(|d| d.is_error()).count();
         // A policy file with errors drops out of the desired state; holding every rollout keeps a
         // broken guardrail from silently disappearing.
@@ -346,6 +351,7 @@ impl Engine {
         let mut fleet = self.fleet.write().unwrap_or_else(|e| e.into_inner());
         fleet.source.commit = Some(head);
         fleet.source.diagnostics = diagnostics;
+        fleet.source.not_built = not_built;
         fleet.source.last_sync = Some(now_rfc3339());
         fleet.source.ready = true;
         Ok(())
@@ -975,11 +981,10 @@ fn error_class(e: &anyhow::Error) -> ErrorClass {
         .map_or(ErrorClass::Terminal, keelson_provider_api::Error::class)
 }
 
+/// `spec.sync.prune`: false unless written, whether or not a `sync:` block is there (as the
+/// manifest reference says).
 fn app_prunes(app: &LoadedApp) -> bool {
-    serde_json::to_value(&app.app.spec)
-        .ok()
-        .and_then(|v| v.pointer("/sync/prune").and_then(|p| p.as_bool()))
-        .unwrap_or(true)
+    app.app.spec.sync.as_ref().is_some_and(|s| s.prune)
 }
 
 /// Apps in an order where every app comes after what it depends on (Kahn's algorithm, ties by name).
@@ -1041,6 +1046,29 @@ pub fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn loaded(spec_extra: serde_json::Value) -> LoadedApp {
+        let mut spec = json!({"image": "img:1", "placement": {"cluster": "c"}});
+        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), spec_extra.as_object()) {
+            spec.extend(extra.clone());
+        }
+        let app =
+            json!({"apiVersion": "keelson.dev/v1alpha1", "kind": "App", "metadata": {"name": "web"}, "spec": spec});
+        LoadedApp {
+            app: serde_json::from_value(app).expect("valid app"),
+            file: "apps/web/deploy.yaml".into(),
+            digest: "d".into(),
+        }
+    }
+
+    /// One default (false) whether or not a `sync:` block is written.
+    #[test]
+    fn prune_is_off_unless_written() {
+        assert!(!app_prunes(&loaded(json!({}))), "no sync block");
+        assert!(!app_prunes(&loaded(json!({"sync": {"selfHeal": true}}))), "sync block without prune");
+        assert!(!app_prunes(&loaded(json!({"sync": {"prune": false}}))));
+        assert!(app_prunes(&loaded(json!({"sync": {"prune": true}}))));
+    }
 
     #[test]
     fn backoff_doubles_from_one_second_to_five_minutes() {

@@ -9,10 +9,14 @@ use serde_json::json;
 
 use crate::cli::Format;
 
-/// Validates `path` (a directory is read from the filesystem, work tree as it is now), and with
-/// `config` the daemon config and each app's placement against it, and prints findings.
-pub async fn run(path: &Path, config: Option<&Path>, format: Format) -> Result<ExitCode> {
-    let (mut files, mut diagnostics) = check(path)?;
+/// Validates `path` (a directory is read from the filesystem, work tree as it is now) and the
+/// daemon config file `config` (with a repository: each app's placement against it too), and prints
+/// findings. Without either, `path` is `.`.
+pub async fn run(path: Option<&Path>, config: Option<&Path>, format: Format) -> Result<ExitCode> {
+    let (mut files, mut diagnostics) = match (path, config) {
+        (None, Some(_)) => (0, Vec::new()),
+        (path, _) => check(path.unwrap_or(Path::new(".")))?,
+    };
     if let Some(config) = config {
         let (config_files, found) = check_config(path, config)?;
         files += config_files;
@@ -48,7 +52,9 @@ pub fn check(path: &Path) -> Result<(usize, Vec<Diagnostic>)> {
             docs.first().and_then(|d| d.value.get("kind")).and_then(|k| k.as_str()) == Some("Config")
         });
         if is_config && !found.iter().any(Diagnostic::is_error) {
-            found.extend(crate::config::check(&file, &bytes).1);
+            let more: Vec<Diagnostic> =
+                crate::config::check(&file, &bytes).1.into_iter().filter(|d| !found.contains(d)).collect();
+            found.extend(more);
         }
         return Ok((1, found));
     }
@@ -83,16 +89,17 @@ pub fn check(path: &Path) -> Result<(usize, Vec<Diagnostic>)> {
     Ok((listing.len(), diagnostics.collect()))
 }
 
-/// The daemon config (schema and provider settings) and, for a repository, each app's placement:
-/// its cluster must have every role its strategy needs, served by an instance able to.
-pub fn check_config(path: &Path, config: &Path) -> Result<(usize, Vec<Diagnostic>)> {
+/// The daemon config (schema, settings not built yet, provider settings, warnings included) and,
+/// for a repository `path`, each app's placement: its cluster must have every role its strategy
+/// needs, served by an instance able to.
+pub fn check_config(path: Option<&Path>, config: &Path) -> Result<(usize, Vec<Diagnostic>)> {
     let bytes = std::fs::read(config).with_context(|| format!("reading config {}", config.display()))?;
     let file = config.display().to_string();
     let (parsed, mut found) = crate::config::check(&file, &bytes);
     let Some(parsed) = parsed else { return Ok((1, found)) };
-    if !path.is_dir() {
+    let Some(path) = path.filter(|p| p.is_dir()) else {
         return Ok((1, found));
-    }
+    };
     let renderers = crate::providers::Renderers::from_config(&parsed.providers, &parsed.clusters)?;
     let mut files = Vec::new();
     walk(path, path, &mut files)?;

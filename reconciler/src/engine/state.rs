@@ -238,6 +238,8 @@ pub struct Fleet {
     pub source: SourceStatus,
     /// The provider instances and how clusters are bound to them.
     pub providers: crate::providers::ProvidersStatus,
+    /// Daemon config settings accepted but not carried out (see `keelson_manifest::not_built`).
+    pub config_not_built: Vec<String>,
 }
 
 /// The source as last seen.
@@ -253,6 +255,8 @@ pub struct SourceStatus {
     pub last_sync: Option<String>,
     /// Problems found in that commit, as `file:line:col: error: message`.
     pub diagnostics: Vec<String>,
+    /// The diagnostics about settings of that commit that are accepted but not carried out.
+    pub not_built: Vec<String>,
     /// True once the first snapshot has been reconciled.
     pub ready: bool,
 }
