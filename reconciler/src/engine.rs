@@ -397,13 +397,20 @@ impl Engine {
             };
             let retry = self.retry.contains(&name);
             match decide(app, status.as_ref(), retry, deps) {
-                Decision::Nothing => {}
+                Decision::Nothing => {
+                    if status.as_ref().is_some_and(|s| s.wanted_digest.is_some()) {
+                        // What waited is no longer wanted (say, reverted to what runs).
+                        let mut fleet = self.fleet.write().unwrap_or_else(|e| e.into_inner());
+                        if let Some(s) = fleet.apps.get_mut(&name) {
+                            s.clear_wait();
+                        }
+                    }
+                }
                 Decision::Wait { reason, message } => {
                     deferred += 1;
                     let mut fleet = self.fleet.write().unwrap_or_else(|e| e.into_inner());
                     let s = fleet.apps.entry(name.clone()).or_insert_with(|| AppStatus::pending(&name));
-                    s.reason = reason.into();
-                    s.message = message;
+                    s.wait_for(&snapshot.commit, &app.digest, reason, message);
                 }
                 Decision::Suspend => {
                     acted = true;
@@ -452,21 +459,12 @@ impl Engine {
                 continue;
             }
             let from = status.as_ref().map_or(Phase::Pending, |s| s.phase);
-            let file = format!("apps/{name}/deploy.yaml");
-            let problems: Vec<String> = self
-                .fleet
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .source
-                .diagnostics
-                .iter()
-                .filter(|d| d.contains(&format!("apps/{name}/")))
-                .cloned()
-                .collect();
-            let message = if problems.is_empty() {
-                format!("{file} has errors; the running version is kept. Run `keelson validate` for details")
-            } else {
-                format!("{}; the running version is kept", problems.join("; "))
+            // The loader says why, from this commit (the fleet's diagnostics are the last commit's).
+            let message = match desired.held.get(name) {
+                Some(why) => format!("{why}; the running version is kept"),
+                None => format!(
+                    "apps/{name}/deploy.yaml has errors; the running version is kept. Run `keelson validate` for details"
+                ),
             };
             self.append(NewEntry {
                 app: name.clone(),
@@ -918,6 +916,10 @@ pub fn dependency_order(desired: &DesiredState) -> Vec<String> {
 fn dependencies_ready(app: &LoadedApp, desired: &DesiredState, fleet: &Fleet) -> Result<(), String> {
     for dep in &app.app.spec.depends_on {
         let Some(want) = desired.apps.get(dep) else {
+            if desired.invalid_apps.contains(dep) {
+                let why = desired.held.get(dep).map_or(String::new(), |w| format!(": {w}"));
+                return Err(format!("waiting for {dep}: its manifest is invalid, so it is held{why}"));
+            }
             return Err(format!("waiting for {dep}: it is not in the repository"));
         };
         match fleet.apps.get(dep) {

@@ -127,6 +127,10 @@ pub struct AppStatus {
     pub instance: String,
     /// A digest whose rollout failed; not retried until the digest changes or `Keelson-Retry: <app>`.
     pub quarantined_digest: Option<String>,
+    /// A newer commit git wants for this app that has not started (it waits: `reason`, `message`).
+    pub wanted_commit: Option<String>,
+    /// The digest of [`AppStatus::wanted_commit`].
+    pub wanted_digest: Option<String>,
 }
 
 impl AppStatus {
@@ -147,6 +151,29 @@ impl AppStatus {
             rollout: None,
             instance: String::new(),
             quarantined_digest: None,
+            wanted_commit: None,
+            wanted_digest: None,
+        }
+    }
+
+    /// Git wants `digest` (from `commit`) but its rollout must wait: say so, and stop calling the
+    /// running version in sync with git.
+    pub fn wait_for(&mut self, commit: &str, digest: &str, reason: &str, message: String) {
+        self.reason = reason.into();
+        self.message = message;
+        self.in_sync = false;
+        self.wanted_commit = Some(commit.to_owned());
+        self.wanted_digest = Some(digest.to_owned());
+    }
+
+    /// Nothing waits any more: the running version is what git wants.
+    pub fn clear_wait(&mut self) {
+        self.wanted_commit = None;
+        self.wanted_digest = None;
+        self.in_sync = self.phase == Phase::Healthy;
+        if self.reason == "DependencyNotReady" {
+            self.reason.clear();
+            self.message.clear();
         }
     }
 
@@ -157,6 +184,9 @@ impl AppStatus {
         if !e.desired_digest.is_empty() {
             self.desired_digest.clone_from(&e.desired_digest);
             self.desired_commit.clone_from(&e.desired_commit);
+            // Whatever waited has now been acted on (or superseded).
+            self.wanted_commit = None;
+            self.wanted_digest = None;
         }
         if e.rollout.is_some() {
             self.rollout = e.rollout;
