@@ -136,7 +136,8 @@ pub struct DaemonArgs {
     #[arg(long)]
     pub path: Option<String>,
     /// Audit ledger: a SQLite path or URL (`sqlite://…`, `postgres://…`); default `<data dir>/keelson.db`.
-    #[arg(long, env = "KEELSON_DATABASE")]
+    // The value may hold a password: `--help` names the variable but never shows its value.
+    #[arg(long, env = "KEELSON_DATABASE", hide_env_values = true)]
     pub database: Option<String>,
     /// Lock, default ledger and simulator state; default `<repo>/.keelson`.
     #[arg(long)]
@@ -209,7 +210,7 @@ pub enum AuditCommand {
 #[derive(Debug, Args)]
 pub struct LedgerArgs {
     /// Ledger database path or URL; default `<repo>/.keelson/keelson.db`.
-    #[arg(long, env = "KEELSON_DATABASE")]
+    #[arg(long, env = "KEELSON_DATABASE", hide_env_values = true)]
     pub database: Option<String>,
     /// State repository whose status branch holds the audit trailers.
     #[arg(long)]
@@ -233,7 +234,10 @@ impl LedgerArgs {
     async fn open(&self) -> Result<Ledger> {
         let db = self.database()?;
         if !db.contains("://") && !Path::new(&db).exists() {
-            bail!("no ledger at {db}; pass --database or --repo of a repository the daemon has run on");
+            bail!(
+                "no ledger at {}; pass --database or --repo of a repository the daemon has run on",
+                crate::ledger::redact(&db)
+            );
         }
         Ledger::open(&db).await.context("opening the audit ledger")
     }

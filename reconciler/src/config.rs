@@ -24,7 +24,14 @@ pub fn load(path: &Path) -> Result<(Config, Vec<Diagnostic>)> {
 
 /// Validates config bytes read from `path`: the config and its warnings, or every error.
 pub fn check(path: &Path, bytes: &[u8]) -> Result<(Config, Vec<Diagnostic>), Vec<Diagnostic>> {
-    check_config(&path.display().to_string(), bytes)
+    // A diagnostic may quote the value it is about; `database` may hold a password.
+    let mask = |mut diagnostics: Vec<Diagnostic>| {
+        for d in &mut diagnostics {
+            d.message = crate::ledger::redact(&d.message);
+        }
+        diagnostics
+    };
+    check_config(&path.display().to_string(), bytes).map(|(c, w)| (c, mask(w))).map_err(mask)
 }
 
 /// Settings of a typed config that are accepted but not carried out (see

@@ -198,3 +198,29 @@ fn validate_refuses_unbuilt_strategies_and_warns_about_unbuilt_settings() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("/status/repo"), "{}", stderr(&out));
 }
+
+/// `--help` names `KEELSON_DATABASE` but never prints its value (it may hold a password), and a
+/// config whose `database` is refused does not quote its password either.
+#[test]
+fn database_passwords_are_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    for verb in [&["daemon", "--help"][..], &["audit", "verify", "--help"]] {
+        let out = std::process::Command::new(keelson_e2e::keelson_bin())
+            .args(verb)
+            .env("KEELSON_DATABASE", "postgres://keelson:hunter2@db/k?password=hunter3")
+            .output()
+            .unwrap();
+        let text = stdout(&out);
+        assert!(text.contains("KEELSON_DATABASE"), "{text}");
+        assert!(!text.contains("hunter"), "{verb:?} printed the password: {text}");
+    }
+    let config = dir.path().join("keelson.yaml");
+    std::fs::write(&config, "apiVersion: keelson.dev/v1alpha1\nkind: Config\ndatabase: mysql://keelson:hunter2@db/k\n")
+        .unwrap();
+    let out = keelson(&["validate", "--config", config.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("/database"), "{}", stdout(&out));
+    assert!(!stdout(&out).contains("hunter2"), "{}", stdout(&out));
+    let out = keelson(&["daemon", "--config", config.to_str().unwrap()], dir.path());
+    assert!(!stderr(&out).contains("hunter2"), "{}", stderr(&out));
+}

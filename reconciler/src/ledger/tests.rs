@@ -1136,3 +1136,22 @@ fn ledger_is_send_sync_and_cheap_to_clone() {
     fn assert_send_sync<T: Send + Sync + Clone + 'static>() {}
     assert_send_sync::<Ledger>();
 }
+
+/// A refused PostgreSQL connection fails at once with its cause (not a pool timeout), and no form
+/// of the password is printed.
+#[tokio::test]
+async fn a_refused_postgres_connection_names_its_cause_without_the_password() {
+    // A port nobody listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    for url in [
+        format!("postgres://keelson:hunter2@127.0.0.1:{port}/k"),
+        format!("postgres://keelson@127.0.0.1:{port}/k?password=hunter2"),
+        format!("postgresql://127.0.0.1:{port}/k?user=keelson&password=hunter2&sslmode=disable"),
+    ] {
+        let err = Ledger::open(&url).await.unwrap_err();
+        let message = format!("{:#}", anyhow::Error::from(err));
+        assert!(!message.contains("hunter2"), "{message}");
+        assert!(!message.contains("pool timed out"), "{message}");
+        assert!(message.to_lowercase().contains("refused"), "the cause is named: {message}");
+    }
+}
