@@ -428,10 +428,14 @@ impl Engine {
                     })
                     .await?;
                 }
+                Decision::StartRollout if !retry && policy_blocked_at(status.as_ref(), app, &snapshot.commit) => {
+                    // A policy denial changes only with a new commit: evaluating it again (up to
+                    // its time limit per rule, every tick) would starve the rest of the fleet.
+                }
                 Decision::StartRollout => {
                     acted = true;
                     let from = status.as_ref().map_or(Phase::Pending, |s| s.phase);
-                    let verdicts = self.admit(app, snapshot, quota_verdicts.remove(&name).unwrap_or_default());
+                    let verdicts = self.admit(app, snapshot, quota_verdicts.remove(&name).unwrap_or_default()).await;
                     if let Some(block) = blocked_by(&verdicts) {
                         // A freeze closes by itself; a denial needs a new commit.
                         deferred += usize::from(block == crate::policy::Block::Freeze);
@@ -622,15 +626,36 @@ impl Engine {
     }
 
     /// Every policy verdict about rolling out `app` now.
-    fn admit(&self, app: &LoadedApp, snapshot: &Snapshot, quota: Vec<Verdict>) -> Vec<Verdict> {
-        let name = &app.app.metadata.name;
-        let ctx = ChangeCtx {
-            previous: self.previous.get(name),
-            commit: &snapshot.commit,
-            now: time::OffsetDateTime::now_utc(),
-            freeze_override: self.freeze_override.as_deref(),
-        };
-        let mut verdicts = self.policies.evaluate(app, &ctx);
+    async fn admit(&self, app: &LoadedApp, snapshot: &Snapshot, quota: Vec<Verdict>) -> Vec<Verdict> {
+        let name = app.app.metadata.name.clone();
+        tracing::debug!(app = name, "evaluating policies");
+        // Rego may take up to its limit per rule: off the async executor, so the API, the
+        // recorder and shutdown keep running meanwhile.
+        let (policies, app_owned) = (Arc::clone(&self.policies), app.clone());
+        let (previous, commit) = (self.previous.get(&name).cloned(), snapshot.commit.clone());
+        let freeze_override = self.freeze_override.clone();
+        let evaluated = tokio::task::spawn_blocking(move || {
+            let ctx = ChangeCtx {
+                previous: previous.as_ref(),
+                commit: &commit,
+                now: time::OffsetDateTime::now_utc(),
+                freeze_override: freeze_override.as_deref(),
+            };
+            policies.evaluate(&app_owned, &ctx)
+        })
+        .await;
+        let mut verdicts = evaluated.unwrap_or_else(|e| {
+            vec![Verdict {
+                policy: "(policy engine)".into(),
+                rule: "evaluate".into(),
+                kind: VerdictKind::Rule,
+                message: format!("policy evaluation failed ({e}), so the change is held"),
+                blocking: true,
+                file: String::new(),
+                line: 1,
+                col: 1,
+            }]
+        });
         verdicts.extend(quota);
         verdicts.extend(self.policy_errors.iter().map(|problem| Verdict {
             policy: "(policy files)".into(),
@@ -929,6 +954,16 @@ fn dependencies_ready(app: &LoadedApp, desired: &DesiredState, fleet: &Fleet) ->
         }
     }
     Ok(())
+}
+
+/// True when `status` says policy already blocked this digest of `app` at `commit`.
+fn policy_blocked_at(status: Option<&AppStatus>, app: &LoadedApp, commit: &str) -> bool {
+    status.is_some_and(|s| {
+        s.phase == Phase::Blocked
+            && s.reason == crate::policy::Block::Policy.reason()
+            && s.desired_digest == app.digest
+            && s.desired_commit == commit
+    })
 }
 
 /// The first 12 characters of an id or digest, for messages.

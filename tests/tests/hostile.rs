@@ -76,3 +76,59 @@ fn links_renames_and_invalid_dependencies_hold_apps_instead_of_pruning_them() {
     assert!(!message.contains("not in the repository"), "{message}");
     assert_eq!(d.terminate(), 0);
 }
+
+/// A rule over its time limit blocks the apps it is slow for, naming the rule; the daemon does not
+/// evaluate it again every tick, and the rest of the fleet is reached (the pass budget used to be
+/// spent on the same slow apps at the start of every pass).
+#[test]
+fn a_slow_rego_rule_blocks_its_apps_and_the_rest_of_the_fleet_proceeds() {
+    let (tmp, repo) = template_repo();
+    let slow = "package keelson.slow\n\nimport rego.v1\n\n\
+                deny contains \"never\" if {\n  input.app.metadata.name in {\"llm-inference\", \"postgres\"}\n  \
+                count([x | some a in numbers.range(1, 4000); some b in numbers.range(1, 4000); x := a * b]) < 0\n}\n";
+    std::fs::write(repo.join("policies/slow.rego"), slow).unwrap();
+    edit(
+        &repo.join("policies/guardrails.yaml"),
+        "    - policies/defaults.rego",
+        "    - policies/defaults.rego\n    - policies/slow.rego",
+    );
+    // An app after the slow ones in dependency order, depending on nothing.
+    let zcache = std::fs::read_to_string(repo.join("apps/postgres/deploy.yaml"))
+        .unwrap()
+        .replace("name: postgres", "name: zcache");
+    std::fs::create_dir_all(repo.join("apps/zcache")).unwrap();
+    std::fs::write(repo.join("apps/zcache/deploy.yaml"), zcache).unwrap();
+    commit(&repo, "A slow rule");
+    let r = repo.to_str().unwrap();
+    let args = [
+        "up",
+        "--dir",
+        r,
+        "--listen",
+        "127.0.0.1:0",
+        "--sim-rollout-time",
+        "200ms",
+        "--pass-budget",
+        "1s",
+        "--log-level",
+        "info,keelson::engine=debug",
+    ];
+    let d = Daemon::start(&args, tmp.path());
+    d.wait_for("zcache Healthy", LIMIT, |d| d.app("zcache").filter(|a| a["phase"] == "Healthy"));
+    for app in ["llm-inference", "postgres"] {
+        let a = d.app(app).unwrap();
+        assert_eq!((a["phase"].as_str(), a["reason"].as_str()), (Some("Blocked"), Some("Policy")), "{a}");
+        let message = a["message"].as_str().unwrap();
+        assert!(
+            message.contains("keelson.slow.deny") && message.contains("exceeded its evaluation limit"),
+            "{message}"
+        );
+    }
+    let evaluations = |d: &Daemon| {
+        d.log().lines().filter(|l| l.contains("evaluating policies") && l.contains("llm-inference")).count()
+    };
+    let before = evaluations(&d);
+    std::thread::sleep(Duration::from_secs(2)); // bounded: a window to see whether it spins
+    assert_eq!(evaluations(&d), before, "a blocked app is evaluated again and again at the same commit");
+    assert_eq!(d.terminate(), 0);
+}
