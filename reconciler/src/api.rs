@@ -2,6 +2,7 @@
 
 use std::sync::{Arc, RwLock};
 
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -50,6 +51,19 @@ impl From<crate::ledger::Error> for ApiError {
     fn from(e: crate::ledger::Error) -> Self {
         tracing::error!(error = %e, "audit ledger read failed");
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("audit ledger unavailable: {e}"))
+    }
+}
+
+// Extractor rejections are plain text in axum; every error of this API is JSON.
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, format!("bad query string: {}", e.body_text()))
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, format!("bad path: {}", e.body_text()))
     }
 }
 
@@ -130,7 +144,11 @@ async fn apps(State(s): State<ApiState>) -> Json<serde_json::Value> {
     Json(json!({"apps": fleet.apps.values().collect::<Vec<_>>()}))
 }
 
-async fn app(State(s): State<ApiState>, Path(name): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+async fn app(
+    State(s): State<ApiState>,
+    name: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let Path(name) = name?;
     let fleet = s.fleet.read().unwrap_or_else(|e| e.into_inner());
     let app =
         fleet.apps.get(&name).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no app named {name:?}")))?;
@@ -168,15 +186,31 @@ fn audit_query(p: AuditParams, app: Option<String>) -> ApiResult<AuditQuery> {
 
 async fn history(
     State(s): State<ApiState>,
-    Path(name): Path<String>,
-    Query(p): Query<AuditParams>,
+    name: Result<Path<String>, PathRejection>,
+    params: Result<Query<AuditParams>, QueryRejection>,
 ) -> ApiResult<Json<serde_json::Value>> {
+    let (Path(name), Query(p)) = (name?, params?);
     let q = audit_query(p, Some(name.clone()))?;
     let entries = s.ledger.entries(&q).await?;
+    // An app the daemon never knew has no history; a deleted one keeps its own.
+    let known = s.fleet.read().unwrap_or_else(|e| e.into_inner()).apps.contains_key(&name);
+    if entries.is_empty() && !known {
+        let probe = AuditQuery { since_seq: None, app: Some(name.clone()), limit: Some(1), since_time: None };
+        if s.ledger.entries(&probe).await?.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no app named {name:?} in the fleet or the ledger"),
+            ));
+        }
+    }
     Ok(Json(json!({"app": name, "entries": entries})))
 }
 
-async fn audit(State(s): State<ApiState>, Query(p): Query<AuditParams>) -> ApiResult<Json<serde_json::Value>> {
+async fn audit(
+    State(s): State<ApiState>,
+    params: Result<Query<AuditParams>, QueryRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let Query(p) = params?;
     let q = audit_query(p, None)?;
     let entries = s.ledger.entries(&q).await?;
     Ok(Json(json!({"entries": entries})))

@@ -212,7 +212,8 @@ pub struct LedgerArgs {
     /// Ledger database path or URL; default `<repo>/.keelson/keelson.db`.
     #[arg(long, env = "KEELSON_DATABASE", hide_env_values = true)]
     pub database: Option<String>,
-    /// State repository whose status branch holds the audit trailers.
+    /// State repository whose status branch holds the audit trailers [default: `.` when
+    /// --database is not given, as `plan` and `validate` do].
     #[arg(long)]
     pub repo: Option<PathBuf>,
     /// Status branch name.
@@ -221,8 +222,17 @@ pub struct LedgerArgs {
 }
 
 impl LedgerArgs {
-    fn database(&self) -> Result<String> {
+    /// The repository: as given, or the current directory when neither it nor a database is.
+    fn repo(&self) -> Option<PathBuf> {
         match (&self.database, &self.repo) {
+            (_, Some(repo)) => Some(repo.clone()),
+            (None, None) => Some(PathBuf::from(".")),
+            (Some(_), None) => None,
+        }
+    }
+
+    fn database(&self) -> Result<String> {
+        match (&self.database, self.repo()) {
             (Some(db), _) => Ok(db.clone()),
             (None, Some(repo)) => Ok(repo.join(".keelson/keelson.db").display().to_string()),
             (None, None) => {
@@ -243,9 +253,14 @@ impl LedgerArgs {
     }
 
     fn anchors(&self) -> Result<Vec<crate::ledger::Anchor>> {
-        match &self.repo {
-            Some(repo) => StatusBranch::new(GitRepo::open(repo)?, &self.status_branch).anchors(),
-            None => Ok(Vec::new()),
+        match (&self.repo, self.repo()) {
+            (Some(repo), _) => StatusBranch::new(GitRepo::open(repo)?, &self.status_branch).anchors(),
+            // The current directory stands in for --repo only when it is a repository.
+            (None, Some(cwd)) => match GitRepo::open(&cwd) {
+                Ok(repo) => StatusBranch::new(repo, &self.status_branch).anchors(),
+                Err(_) => Ok(Vec::new()),
+            },
+            (None, None) => Ok(Vec::new()),
         }
     }
 }

@@ -129,6 +129,13 @@ fn status_and_audit_verbs_against_a_running_daemon() {
     assert!(ex.status.success(), "{}", stderr(&ex));
     let verify = keelson(&["audit", "verify", "--repo", r, "--file", export.to_str().unwrap()], tmp.path());
     assert!(verify.status.success(), "{}{}", stdout(&verify), stderr(&verify));
+    // With no arguments, the current directory is the repository (as for `plan` and `validate`),
+    // and its status branch is cross-checked.
+    let here = keelson(&["audit", "verify", "--format", "json"], &repo);
+    assert!(here.status.success(), "{}{}", stdout(&here), stderr(&here));
+    let report: serde_json::Value = serde_json::from_slice(&here.stdout).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    assert!(report["anchors_checked"].as_u64().or(report["anchorsChecked"].as_u64()).unwrap() > 0, "{report}");
     let nothing = keelson(&["status", "--server", "http://127.0.0.1:9"], tmp.path());
     assert_eq!(nothing.status.code(), Some(1));
     assert!(stderr(&nothing).contains("keelson up"), "{}", stderr(&nothing));
