@@ -1161,7 +1161,8 @@ async fn a_refused_postgres_connection_names_its_cause_without_the_password() {
 #[tokio::test]
 async fn both_verifiers_refuse_nul_and_malformed_times_even_with_matching_hashes() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, fn(&mut LedgerEntry)); 5] = [
+    type Break = fn(&mut LedgerEntry);
+    let cases: [(&str, Break); 5] = [
         ("app contains U+0000", |e| e.app = "we\u{0}b".into()),
         ("actor contains U+0000", |e| e.actor = "\u{0}".into()),
         ("is not RFC 3339", |e| e.at = "2026-11-02 10:00:00".into()),
