@@ -243,11 +243,13 @@ async fn index(State(s): State<ApiState>) -> Html<String> {
         ));
     }
     let commit = fleet.source.commit.as_deref().map(crate::engine::short).unwrap_or("(none yet)");
+    let warnings: String =
+        fleet.source.warnings.iter().map(|w| format!("<p class=\"Blocked\">{}</p>", escape(w))).collect();
     Html(format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Keelson</title><meta http-equiv=\"refresh\" content=\"5\">\
          <style>body{{font-family:system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{padding:.3em .8em;\
          border-bottom:1px solid #ddd;text-align:left}}.Healthy{{color:#080}}.Failed,.Blocked{{color:#b00}}.Progressing{{color:#c70}}</style>\
-         </head><body><h1>Keelson</h1><p>Source <code>{repo}</code> branch <code>{branch}</code> at <code>{commit}</code></p>\
+         </head><body><h1>Keelson</h1><p>Source <code>{repo}</code> branch <code>{branch}</code> at <code>{commit}</code></p>{warnings}\
          <table><tr><th>app</th><th>phase</th><th>in sync</th><th>commit</th><th>message</th></tr>{rows}</table>\
          <p><a href=\"/api/v1/status\">status</a> · <a href=\"/api/v1/apps\">apps</a> · <a href=\"/api/v1/audit\">audit</a> · \
          <a href=\"/api/v1/audit/verify\">verify</a> · <a href=\"/metrics\">metrics</a></p></body></html>",

@@ -259,7 +259,12 @@ impl Engine {
         let repo = self.repo.clone();
         let branch = self.settings.branch.clone();
         let Some(head) = tokio::task::spawn_blocking(move || repo.branch_head(&branch)).await?? else {
-            tracing::warn!(branch = self.settings.branch, "tracked branch does not exist yet; waiting for a commit");
+            tracing::warn!(branch = self.settings.branch, "tracked branch does not exist; waiting for a commit");
+            let kept = self.commit.as_deref().map_or("nothing has been applied yet".to_owned(), |c| {
+                format!("the apps are kept as commit {} left them; nothing is applied or pruned", short(c))
+            });
+            let warning = format!("the tracked branch `{}` does not exist (deleted?); {kept}", self.settings.branch);
+            self.fleet.write().unwrap_or_else(|e| e.into_inner()).source.warnings = vec![warning];
             return Ok(());
         };
         if self.commit.as_deref() == Some(head.as_str()) {
@@ -316,8 +321,27 @@ impl Engine {
         self.retry.extend(snapshot.retry_apps.iter().cloned());
         self.desired = outcome.desired;
         self.commit = Some(head.clone());
+        let had_apps = !self.fleet.read().unwrap_or_else(|e| e.into_inner()).apps.is_empty();
         self.reconcile(&snapshot).await?;
+        let mut warnings = Vec::new();
+        if self.desired.apps.is_empty() && self.desired.invalid_apps.is_empty() {
+            warnings.push(if had_apps {
+                format!(
+                    "commit {} has no apps at all (is source.path `{}` right?); the prune guard kept every \
+                     running app",
+                    short(&head),
+                    self.settings.path
+                )
+            } else {
+                format!(
+                    "commit {} has no apps (no apps/<name>/deploy.yaml under `{}`)",
+                    short(&head),
+                    self.settings.path
+                )
+            });
+        }
         let mut fleet = self.fleet.write().unwrap_or_else(|e| e.into_inner());
+        fleet.source.warnings = warnings;
         fleet.source.commit = Some(head);
         fleet.source.diagnostics = diagnostics;
         fleet.source.not_built = not_built;

@@ -132,3 +132,38 @@ fn a_slow_rego_rule_blocks_its_apps_and_the_rest_of_the_fleet_proceeds() {
     assert_eq!(evaluations(&d), before, "a blocked app is evaluated again and again at the same commit");
     assert_eq!(d.terminate(), 0);
 }
+
+/// A commit with no apps and a deleted tracked branch are named in `/api/v1/status` (not only in
+/// the log), nothing is pruned, and no absolute path of this machine appears in the API.
+#[test]
+fn an_empty_commit_and_a_deleted_branch_are_named_and_paths_stay_relative() {
+    let (tmp, repo) = template_repo();
+    let r = repo.to_str().unwrap();
+    let d = Daemon::start(&["up", "--dir", r, "--listen", "127.0.0.1:0", "--sim-rollout-time", "200ms"], tmp.path());
+    d.wait_all_healthy(4, "four apps Healthy", LIMIT);
+    let status = d.json("/api/v1/status");
+    assert_eq!(status["source"]["repo"], "state", "{status}");
+    let absolute = tmp.path().to_str().unwrap();
+    for path in ["/api/v1/status", "/api/v1/apps", "/"] {
+        assert!(!d.get(path).1.contains(absolute), "{path} shows an absolute path");
+    }
+    assert_eq!(status["source"]["warnings"], serde_json::json!([]), "{status}");
+
+    git(&repo, &["rm", "-rq", "apps"]);
+    git(&repo, &["commit", "-qm", "Remove every app"]);
+    let status = d.wait_for("a warning about the empty commit", LIMIT, |d| {
+        let s = d.json("/api/v1/status");
+        (!s["source"]["warnings"].as_array()?.is_empty()).then_some(s)
+    });
+    assert!(status["source"]["warnings"][0].as_str().unwrap().contains("no apps at all"), "{status}");
+    assert_eq!(status["apps"], 4, "the prune guard kept every app: {status}");
+
+    git(&repo, &["update-ref", "-d", "refs/heads/main"]);
+    let status = d.wait_for("a warning about the deleted branch", LIMIT, |d| {
+        let s = d.json("/api/v1/status");
+        s["source"]["warnings"][0].as_str()?.contains("does not exist").then_some(s)
+    });
+    assert_eq!(status["apps"], 4, "{status}");
+    assert!(d.get("/").1.contains("does not exist"), "the status page names it too");
+    assert_eq!(d.terminate(), 0);
+}

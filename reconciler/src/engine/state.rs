@@ -254,6 +254,9 @@ pub struct SourceStatus {
     pub not_built: Vec<String>,
     /// True once the first snapshot has been reconciled.
     pub ready: bool,
+    /// What is wrong with the source right now that keeps git's wishes from being carried out
+    /// (a deleted tracked branch, a commit with no apps), for people; empty when all is well.
+    pub warnings: Vec<String>,
 }
 
 impl Fleet {
