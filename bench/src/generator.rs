@@ -269,11 +269,15 @@ pub fn manifest(app: &GenApp, seed: u64, revision: u32) -> String {
             let _ = writeln!(y, "        name: {word}-db\n        key: url");
         }
     }
-    // Only settings this release carries out: rolling strategies, metric gates and self-heal are
-    // refused or warned about by validation until they are built (keelson_manifest::not_built).
-    if app.kind != AppKind::Database {
+    if matches!(app.kind, AppKind::Api | AppKind::Frontend) && critical {
+        // Rolling strategies and metric gates are refused until they are built (not_built.rs);
+        // the draws they used are kept so the rest of the repository is generated as before.
+        let _ = (rng.below(5), rng.below(6));
+        y.push_str("  strategy:\n    type: direct\n");
+    } else if app.kind != AppKind::Database {
         y.push_str("  strategy:\n    type: direct\n");
     }
+    // `selfHeal` is not built either: only `prune`, which is.
     let _ = writeln!(y, "  sync:\n    prune: {}", app.kind != AppKind::Database);
     if !app.depends_on.is_empty() {
         y.push_str("  dependsOn:\n");

@@ -110,20 +110,71 @@ pub fn check_document(file: &str, document: Document) -> CheckedDocument {
         match typed {
             Ok(m) => Some(m),
             Err(e) => {
-                // The schema and the Rust types disagree: a bug here, not in the user's file.
-                diagnostics.push(Diagnostic::error(
-                    file,
-                    document.start,
-                    "",
-                    "schema.internal",
-                    format!("document passed the {kind} schema but not the {kind} type: {e}"),
-                ));
+                // The schema and the Rust types disagree (a bug here, not in the user's file); say
+                // where, when the error names a value the document holds.
+                diagnostics.push(match locate_typed_error(&document, &e.to_string()) {
+                    Some((pointer, found, expected)) => Diagnostic::error(
+                        file,
+                        document.spans.locate_value(&pointer),
+                        &pointer,
+                        "schema.range",
+                        format!("{found} is out of range here: expected {expected}"),
+                    ),
+                    None => Diagnostic::error(
+                        file,
+                        document.start,
+                        "",
+                        "schema.internal",
+                        format!("document passed the {kind} schema but not the {kind} type: {e}"),
+                    ),
+                });
                 None
             }
         }
     };
     diagnostics.sort_by_key(|d| (d.line, d.col));
     CheckedDocument { document, kind: Some(kind), manifest, diagnostics }
+}
+
+/// `(pointer, value, expected)` for a serde error such as ``invalid value: integer `4294967296`,
+/// expected u32``, when exactly one number of the document is that value.
+fn locate_typed_error(document: &Document, error: &str) -> Option<(String, String, String)> {
+    let (_, rest) = error.split_once('`')?;
+    let (found, rest) = rest.split_once('`')?;
+    let expected = rest.split_once("expected ")?.1.split(" at ").next()?.trim().to_string();
+    let expected = match expected.as_str() {
+        "u8" => "an integer from 0 to 255".to_string(),
+        "u16" => "an integer from 0 to 65535".to_string(),
+        "u32" => "an integer from 0 to 4294967295".to_string(),
+        "u64" => "an integer from 0 to 18446744073709551615".to_string(),
+        _ => expected,
+    };
+    fn walk(v: &serde_json::Value, pointer: String, found: &str, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Number(n)
+                if n.to_string() == found || n.as_f64().is_some_and(|f| f.to_string() == found) =>
+            {
+                out.push(pointer)
+            }
+            serde_json::Value::Array(a) => {
+                for (i, item) in a.iter().enumerate() {
+                    walk(item, format!("{pointer}/{i}"), found, out);
+                }
+            }
+            serde_json::Value::Object(o) => {
+                for (k, item) in o {
+                    walk(item, crate::yaml::pointer_push(&pointer, k), found, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut at = Vec::new();
+    walk(&document.value, String::new(), found, &mut at);
+    match at.as_slice() {
+        [pointer] => Some((pointer.clone(), found.to_string(), expected)),
+        _ => None,
+    }
 }
 
 fn typed<T: DeserializeOwned>(document: &Document) -> Result<T, serde_json::Error> {

@@ -140,7 +140,8 @@ pub struct DaemonArgs {
     #[arg(long)]
     pub path: Option<String>,
     /// Audit ledger: a SQLite path or URL (`sqlite://…`, `postgres://…`); default `<data dir>/keelson.db`.
-    #[arg(long, env = "KEELSON_DATABASE")]
+    // The value may hold a password: `--help` names the variable but never shows its value.
+    #[arg(long, env = "KEELSON_DATABASE", hide_env_values = true)]
     pub database: Option<String>,
     /// Lock, default ledger and simulator state; default `<repo>/.keelson`.
     #[arg(long)]
@@ -239,9 +240,10 @@ pub enum AuditCommand {
 #[derive(Debug, Args)]
 pub struct LedgerArgs {
     /// Ledger database path or URL; default `<repo>/.keelson/keelson.db`.
-    #[arg(long, env = "KEELSON_DATABASE")]
+    #[arg(long, env = "KEELSON_DATABASE", hide_env_values = true)]
     pub database: Option<String>,
-    /// State repository whose status branch holds the audit trailers.
+    /// State repository whose status branch holds the audit trailers [default: `.` when
+    /// --database is not given, as `plan` and `validate` do].
     #[arg(long)]
     pub repo: Option<PathBuf>,
     /// Status branch name.
@@ -250,8 +252,17 @@ pub struct LedgerArgs {
 }
 
 impl LedgerArgs {
-    fn database(&self) -> Result<String> {
+    /// The repository: as given, or the current directory when neither it nor a database is.
+    fn repo(&self) -> Option<PathBuf> {
         match (&self.database, &self.repo) {
+            (_, Some(repo)) => Some(repo.clone()),
+            (None, None) => Some(PathBuf::from(".")),
+            (Some(_), None) => None,
+        }
+    }
+
+    fn database(&self) -> Result<String> {
+        match (&self.database, self.repo()) {
             (Some(db), _) => Ok(db.clone()),
             (None, Some(repo)) => Ok(repo.join(".keelson/keelson.db").display().to_string()),
             (None, None) => {
@@ -263,15 +274,23 @@ impl LedgerArgs {
     async fn open(&self) -> Result<Ledger> {
         let db = self.database()?;
         if !db.contains("://") && !Path::new(&db).exists() {
-            bail!("no ledger at {db}; pass --database or --repo of a repository the daemon has run on");
+            bail!(
+                "no ledger at {}; pass --database or --repo of a repository the daemon has run on",
+                crate::ledger::redact(&db)
+            );
         }
         Ledger::open(&db).await.context("opening the audit ledger")
     }
 
     fn anchors(&self) -> Result<Vec<crate::ledger::Anchor>> {
-        match &self.repo {
-            Some(repo) => StatusBranch::new(GitRepo::open(repo)?, &self.status_branch).anchors(),
-            None => Ok(Vec::new()),
+        match (&self.repo, self.repo()) {
+            (Some(repo), _) => StatusBranch::new(GitRepo::open(repo)?, &self.status_branch).anchors(),
+            // The current directory stands in for --repo only when it is a repository.
+            (None, Some(cwd)) => match GitRepo::open(&cwd) {
+                Ok(repo) => StatusBranch::new(repo, &self.status_branch).anchors(),
+                Err(_) => Ok(Vec::new()),
+            },
+            (None, None) => Ok(Vec::new()),
         }
     }
 }

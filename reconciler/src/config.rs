@@ -32,9 +32,16 @@ pub fn load(path: &Path) -> Result<(Config, Vec<Diagnostic>)> {
 /// instance's settings against the schema its type declares. The config is returned (with its
 /// warnings) only when there is no error.
 pub fn check(file: &str, bytes: &[u8]) -> (Option<Config>, Vec<Diagnostic>) {
+    // A diagnostic may quote the value it is about; `database` may hold a password.
+    let mask = |mut diagnostics: Vec<Diagnostic>| {
+        for d in &mut diagnostics {
+            d.message = crate::ledger::redact(&d.message);
+        }
+        diagnostics
+    };
     let (config, mut diagnostics) = match check_config(file, bytes) {
-        Ok(found) => found,
-        Err(errors) => return (None, errors),
+        Ok((config, warnings)) => (config, mask(warnings)),
+        Err(errors) => return (None, mask(errors)),
     };
     if let Ok(mut docs) = keelson_manifest::yaml::parse(file, bytes)
         && !docs.is_empty()

@@ -84,7 +84,9 @@ pub async fn run(opts: DaemonOptions, on_listening: impl FnOnce(SocketAddr, &Pat
         config_not_built: opts.not_built.clone(),
         apps: Default::default(),
         source: SourceStatus {
-            repo: repo.root().display().to_string(),
+            // The repository's own name, not where it sits on this machine: the API may be
+            // reachable from elsewhere, and the layout of the host is nobody's business there.
+            repo: repo_name(&opts.repo),
             branch: opts.branch.clone(),
             path: opts.path.clone(),
             ..SourceStatus::default()
@@ -195,4 +197,13 @@ fn clear_stale_git_locks(repo: &GitRepo, status_branch: &str) {
             Err(e) => tracing::error!(path = %lock.display(), error = %e, "cannot remove a stale git lock file"),
         }
     }
+}
+
+/// The last component of the repository's path (`state` for `/srv/keelson/state/`).
+fn repo_name(path: &Path) -> String {
+    let name = path.components().rev().find_map(|c| match c {
+        std::path::Component::Normal(n) => Some(n.to_string_lossy().into_owned()),
+        _ => None,
+    });
+    name.unwrap_or_else(|| ".".into())
 }

@@ -129,6 +129,13 @@ fn status_and_audit_verbs_against_a_running_daemon() {
     assert!(ex.status.success(), "{}", stderr(&ex));
     let verify = keelson(&["audit", "verify", "--repo", r, "--file", export.to_str().unwrap()], tmp.path());
     assert!(verify.status.success(), "{}{}", stdout(&verify), stderr(&verify));
+    // With no arguments, the current directory is the repository (as for `plan` and `validate`),
+    // and its status branch is cross-checked.
+    let here = keelson(&["audit", "verify", "--format", "json"], &repo);
+    assert!(here.status.success(), "{}{}", stdout(&here), stderr(&here));
+    let report: serde_json::Value = serde_json::from_slice(&here.stdout).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    assert!(report["anchors_checked"].as_u64().or(report["anchorsChecked"].as_u64()).unwrap() > 0, "{report}");
     let nothing = keelson(&["status", "--server", "http://127.0.0.1:9"], tmp.path());
     assert_eq!(nothing.status.code(), Some(1));
     assert!(stderr(&nothing).contains("keelson up"), "{}", stderr(&nothing));
@@ -197,4 +204,30 @@ fn validate_refuses_unbuilt_strategies_and_warns_about_unbuilt_settings() {
     let out = keelson(&["daemon", "--config", config.to_str().unwrap()], tmp.path());
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("/status/repo"), "{}", stderr(&out));
+}
+
+/// `--help` names `KEELSON_DATABASE` but never prints its value (it may hold a password), and a
+/// config whose `database` is refused does not quote its password either.
+#[test]
+fn database_passwords_are_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    for verb in [&["daemon", "--help"][..], &["audit", "verify", "--help"]] {
+        let out = std::process::Command::new(keelson_e2e::keelson_bin())
+            .args(verb)
+            .env("KEELSON_DATABASE", "postgres://keelson:hunter2@db/k?password=hunter3")
+            .output()
+            .unwrap();
+        let text = stdout(&out);
+        assert!(text.contains("KEELSON_DATABASE"), "{text}");
+        assert!(!text.contains("hunter"), "{verb:?} printed the password: {text}");
+    }
+    let config = dir.path().join("keelson.yaml");
+    std::fs::write(&config, "apiVersion: keelson.dev/v1alpha1\nkind: Config\ndatabase: mysql://keelson:hunter2@db/k\n")
+        .unwrap();
+    let out = keelson(&["validate", "--config", config.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("/database"), "{}", stdout(&out));
+    assert!(!stdout(&out).contains("hunter2"), "{}", stdout(&out));
+    let out = keelson(&["daemon", "--config", config.to_str().unwrap()], dir.path());
+    assert!(!stderr(&out).contains("hunter2"), "{}", stderr(&out));
 }

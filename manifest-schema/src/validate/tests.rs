@@ -348,7 +348,7 @@ fn messages_read_well() {
     assert_eq!(
         msgs,
         [
-            "apps/web/deploy.yaml:9:13: error: /spec/replicas: replicas: expected an integer ≥ 0, got \"three\"",
+            "apps/web/deploy.yaml:9:13: error: /spec/replicas: replicas: expected an integer ≥ 0 and ≤ 4294967295, got \"three\"",
             "apps/web/deploy.yaml:10:3: error: /spec/replicsa: unknown field `replicsa` in spec (hint: did you mean `replicas`?)",
             "apps/web/deploy.yaml:11:20: error: /spec/strategy/type: type: expected one of `direct`, `rolling`, `blueGreen`, `canary`, got \"canery\" (hint: did you mean `canary`?)",
         ]
@@ -515,4 +515,27 @@ fn app_dir_detection() {
     assert_eq!(app_dir_of("clusters/prod/apps/web/deploy.yaml"), Some("web"));
     assert_eq!(app_dir_of("web/deploy.yaml"), None);
     assert_eq!(app_dir_of("apps/web/manifests/deploy.yaml"), None);
+}
+
+/// Numbers past what a field can hold are reported at their own position with the range, never at
+/// 1:1 with serde's text.
+#[rstest]
+#[case::replicas_u32("  replicas: 4294967296", 9, 13)]
+#[case::replicas_huge("  replicas: 99999999999999999999", 9, 13)]
+#[case::gpu_count("  resources: {gpu: {count: 5000000000}}", 9, 28)]
+#[case::probe_threshold("  health: {readiness: {path: /, port: 80, failureThreshold: 4294967296}}", 9, 61)]
+#[case::gate_max_ms("  strategy: {type: direct, gates: [{metric: latency-p99, maxMs: 99999999999999999999}]}", 9, 65)]
+fn numbers_past_a_fields_range_are_reported_where_they_are(#[case] line: &str, #[case] l: usize, #[case] c: usize) {
+    let text = format!("{BASE}{line}\n");
+    let diags = check_file("apps/web/deploy.yaml", text.as_bytes());
+    let d = assert_has(&diags, "schema.range", l, c);
+    assert!(d.message.contains("4294967295") || d.message.contains("18446744073709551615"), "{d}");
+    assert!(!diags.iter().any(|d| d.rule == "schema.internal" || (d.line, d.col) == (1, 1)), "{}", render(&diags));
+}
+
+#[test]
+fn quota_numbers_past_u32_are_reported_where_they_are() {
+    let text = "apiVersion: keelson.dev/v1alpha1\nkind: Policy\nmetadata: {name: q}\nspec:\n  quotas: [{team: a, gpus: 4294967296}]\n";
+    let diags = check_file("policies/q.yaml", text.as_bytes());
+    assert_has(&diags, "schema.range", 5, 28);
 }
