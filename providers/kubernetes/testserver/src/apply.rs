@@ -187,10 +187,7 @@ pub fn apply(
     let mut merged = merge(Some(live), Some(config), schema).unwrap_or(Value::Object(Map::new()));
 
     let mut ms: Vec<Manager> = managers.to_vec();
-    let last = ms
-        .iter()
-        .position(|m| m.same_identity(manager, Operation::Apply, subresource))
-        .map(|i| ms.remove(i));
+    let last = ms.iter().position(|m| m.same_identity(manager, Operation::Apply, subresource)).map(|i| ms.remove(i));
     let is_new = last.is_none();
     let last_set = last.as_ref().map(|m| m.set.clone()).unwrap_or_default();
     let mut applier = Manager {
@@ -253,20 +250,14 @@ pub fn update(
 ) -> Vec<Manager> {
     let cmp = compare(live, new, schema);
     let mut ms: Vec<Manager> = managers.to_vec();
-    let prev = ms
-        .iter()
-        .position(|m| m.same_identity(manager, Operation::Update, subresource))
-        .map(|i| ms.remove(i));
+    let prev = ms.iter().position(|m| m.same_identity(manager, Operation::Update, subresource)).map(|i| ms.remove(i));
     let changed = cmp.added.union(&cmp.modified);
     for m in &mut ms {
         m.set = m.set.difference(&changed).difference(&cmp.removed);
     }
     let prev_set = prev.as_ref().map(|m| m.set.clone()).unwrap_or_default();
-    let set = prev_set
-        .difference(&cmp.removed)
-        .union(&changed)
-        .recursive_difference(ignored)
-        .difference(&stripped_fields());
+    let set =
+        prev_set.difference(&cmp.removed).union(&changed).recursive_difference(ignored).difference(&stripped_fields());
     let time = if cmp.is_empty() { prev.and_then(|m| m.time) } else { Some(now.to_string()) };
     ms.push(Manager {
         name: manager.to_string(),
@@ -373,7 +364,8 @@ pub fn merge(live: Option<&Value>, config: Option<&Value>, schema: &Schema) -> O
         (Some(Value::Object(l)), Some(Value::Object(c))) if !schema.is_atomic() => {
             let mut out = Map::new();
             for (k, lv) in l {
-                let merged = if c.contains_key(k) { merge(Some(lv), c.get(k), &schema.field(k)) } else { Some(lv.clone()) };
+                let merged =
+                    if c.contains_key(k) { merge(Some(lv), c.get(k), &schema.field(k)) } else { Some(lv.clone()) };
                 if let Some(m) = merged {
                     out.insert(k.clone(), m);
                 }

@@ -149,7 +149,11 @@ fn container() -> Schema {
         ("volumeDevices", list_map(&["devicePath"], Schema::Open)),
         (
             "resources",
-            st([("limits", granular_map()), ("requests", granular_map()), ("claims", list_map(&["name"], Schema::Open))]),
+            st([
+                ("limits", granular_map()),
+                ("requests", granular_map()),
+                ("claims", list_map(&["name"], Schema::Open)),
+            ]),
         ),
         ("resizePolicy", atomic_list()),
     ])
@@ -187,18 +191,16 @@ fn root(spec: Schema, status: Schema) -> Schema {
 /// The schema of a built-in kind (`group`, `kind`); unknown kinds get an open struct.
 pub fn builtin(group: &str, kind: &str) -> Schema {
     match (group, kind) {
-        ("apps", "Deployment") => root(
-            st([("selector", label_selector()), ("template", pod_template())]),
-            st([("conditions", conditions())]),
-        ),
+        ("apps", "Deployment") => {
+            root(st([("selector", label_selector()), ("template", pod_template())]), st([("conditions", conditions())]))
+        }
         ("apps", "StatefulSet") => root(
             st([("selector", label_selector()), ("template", pod_template()), ("volumeClaimTemplates", atomic_list())]),
             st([("conditions", conditions())]),
         ),
-        ("apps", "DaemonSet") => root(
-            st([("selector", label_selector()), ("template", pod_template())]),
-            st([("conditions", conditions())]),
-        ),
+        ("apps", "DaemonSet") => {
+            root(st([("selector", label_selector()), ("template", pod_template())]), st([("conditions", conditions())]))
+        }
         ("batch", "Job") => root(
             st([("selector", label_selector()), ("template", pod_template())]),
             st([("conditions", atomic_list())]),
@@ -213,7 +215,9 @@ pub fn builtin(group: &str, kind: &str) -> Schema {
             ]),
             st([("conditions", list_map(&["type"], Schema::Open))]),
         ),
-        ("", "ConfigMap") => st([("metadata", object_meta()), ("data", granular_map()), ("binaryData", granular_map())]),
+        ("", "ConfigMap") => {
+            st([("metadata", object_meta()), ("data", granular_map()), ("binaryData", granular_map())])
+        }
         ("", "Secret") => st([("metadata", object_meta()), ("data", granular_map()), ("stringData", granular_map())]),
         ("", "ServiceAccount") => st([
             ("metadata", object_meta()),
@@ -222,10 +226,17 @@ pub fn builtin(group: &str, kind: &str) -> Schema {
         ]),
         ("", "Namespace") => root(st([("finalizers", atomic_list())]), st([("conditions", conditions())])),
         ("networking.k8s.io", "NetworkPolicy") => root(
-            st([("podSelector", label_selector()), ("ingress", atomic_list()), ("egress", atomic_list()), ("policyTypes", atomic_list())]),
+            st([
+                ("podSelector", label_selector()),
+                ("ingress", atomic_list()),
+                ("egress", atomic_list()),
+                ("policyTypes", atomic_list()),
+            ]),
             Schema::Open,
         ),
-        ("policy", "PodDisruptionBudget") => root(st([("selector", label_selector())]), st([("conditions", conditions())])),
+        ("policy", "PodDisruptionBudget") => {
+            root(st([("selector", label_selector())]), st([("conditions", conditions())]))
+        }
         ("autoscaling", "HorizontalPodAutoscaler") => {
             root(st([("metrics", atomic_list())]), st([("conditions", list_map(&["type"], Schema::Open))]))
         }
@@ -242,6 +253,9 @@ pub fn from_openapi(schema: Option<&Value>) -> Schema {
         return st([("metadata", object_meta()), ("spec", Schema::Deduced), ("status", Schema::Deduced)]);
     };
     let mut out = convert(s);
+    if !matches!(out, Schema::Struct { .. }) {
+        out = Schema::Struct { fields: BTreeMap::new(), elem: Some(Arc::new(Schema::Deduced)), atomic: false };
+    }
     if let Schema::Struct { fields, .. } = &mut out {
         fields.insert("metadata".into(), Arc::new(object_meta()));
         fields.entry("apiVersion".into()).or_insert_with(|| Arc::new(Schema::Scalar));
@@ -287,10 +301,9 @@ fn convert(s: &Value) -> Schema {
                         .map(|ks| ks.iter().filter_map(|k| k.as_str().map(str::to_string)).collect())
                         .unwrap_or_default();
                     let defaults = match s.get("items").and_then(|i| i.get("properties")).and_then(Value::as_object) {
-                        Some(props) => props
-                            .iter()
-                            .filter_map(|(k, p)| p.get("default").map(|d| (k.clone(), d.clone())))
-                            .collect(),
+                        Some(props) => {
+                            props.iter().filter_map(|(k, p)| p.get("default").map(|d| (k.clone(), d.clone()))).collect()
+                        }
                         None => BTreeMap::new(),
                     };
                     ListType::Map { keys, defaults }

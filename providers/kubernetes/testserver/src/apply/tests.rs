@@ -23,7 +23,18 @@ impl Live {
 
     fn apply(&mut self, manager: &str, config: Value, force: bool) -> Result<(), Vec<Conflict>> {
         let av = config["apiVersion"].as_str().unwrap_or("v1").to_string();
-        match super::apply(&self.object, &config, &self.schema, &self.managers, manager, "", &av, force, &Set::new(), NOW) {
+        match super::apply(
+            &self.object,
+            &config,
+            &self.schema,
+            &self.managers,
+            manager,
+            "",
+            &av,
+            force,
+            &Set::new(),
+            NOW,
+        ) {
             Ok(o) => {
                 self.object = o.object;
                 self.managers = o.managers;
@@ -38,16 +49,13 @@ impl Live {
         let mut new = self.object.clone();
         edit(&mut new);
         let av = new["apiVersion"].as_str().unwrap_or("v1").to_string();
-        self.managers = super::update(&self.object, &new, &self.schema, &self.managers, manager, "", &av, &Set::new(), NOW);
+        self.managers =
+            super::update(&self.object, &new, &self.schema, &self.managers, manager, "", &av, &Set::new(), NOW);
         self.object = new;
     }
 
     fn fields(&self, manager: &str) -> Value {
-        self.managers
-            .iter()
-            .find(|m| m.name == manager)
-            .map(|m| m.set.to_fields_v1())
-            .unwrap_or(Value::Null)
+        self.managers.iter().find(|m| m.name == manager).map(|m| m.set.to_fields_v1()).unwrap_or(Value::Null)
     }
 
     fn owners(&self) -> Vec<(&str, Operation)> {
@@ -61,7 +69,8 @@ fn conflict_paths(c: &[Conflict]) -> Vec<String> {
 
 /// A ConfigMap manifest; empty maps are left out (an applied empty map is itself owned).
 fn cm(labels: Value, data: Value) -> Value {
-    let mut o = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "test-cm", "namespace": "default"}});
+    let mut o =
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "test-cm", "namespace": "default"}});
     if labels.as_object().is_some_and(|m| !m.is_empty()) {
         o["metadata"]["labels"] = labels;
     }
@@ -218,8 +227,12 @@ fn ports_merge_by_container_port_and_defaulted_protocol() {
     };
     let mut live = Live::new("apps", "Deployment");
     live.apply("keelson", with_ports(json!([{"containerPort": 8080, "name": "http"}])), false).unwrap();
-    let f = &live.fields("keelson")["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"app\"}"]["f:ports"];
-    assert_eq!(f, &json!({"k:{\"containerPort\":8080,\"protocol\":\"TCP\"}": {".": {}, "f:containerPort": {}, "f:name": {}}}));
+    let f =
+        &live.fields("keelson")["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"app\"}"]["f:ports"];
+    assert_eq!(
+        f,
+        &json!({"k:{\"containerPort\":8080,\"protocol\":\"TCP\"}": {".": {}, "f:containerPort": {}, "f:name": {}}})
+    );
     // The same port with UDP is another item.
     live.apply("other", with_ports(json!([{"containerPort": 8080, "protocol": "UDP", "name": "dns"}])), false).unwrap();
     let ports = &live.object["spec"]["template"]["spec"]["containers"][0]["ports"];
@@ -227,7 +240,9 @@ fn ports_merge_by_container_port_and_defaulted_protocol() {
     // Two items with the same key are rejected.
     let dup = with_ports(json!([{"containerPort": 80}, {"containerPort": 80, "protocol": "TCP"}]));
     let e = super::apply(&json!({}), &dup, &live.schema, &[], "x", "", "apps/v1", false, &Set::new(), NOW).unwrap_err();
-    assert!(matches!(e, ApplyError::Malformed(m) if m.contains("duplicate entries for key [containerPort=80,protocol=\"TCP\"]")));
+    assert!(
+        matches!(e, ApplyError::Malformed(m) if m.contains("duplicate entries for key [containerPort=80,protocol=\"TCP\"]"))
+    );
 }
 
 // env merges by name, so two managers can each own variables of one container.
@@ -243,7 +258,10 @@ fn env_vars_merge_by_name() {
     let vars = &live.object["spec"]["template"]["spec"]["containers"][0]["env"];
     assert_eq!(vars, &json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]));
     let err = live.apply("ops", env(json!([{"name": "A", "value": "changed"}])), false).unwrap_err();
-    assert_eq!(conflict_paths(&err), ["\"keelson\": .spec.template.spec.containers[name=\"app\"].env[name=\"A\"].value"]);
+    assert_eq!(
+        conflict_paths(&err),
+        ["\"keelson\": .spec.template.spec.containers[name=\"app\"].env[name=\"A\"].value"]
+    );
 }
 
 // "atomic: the entire list is replaced during merge. At any point in time, a single manager owns
@@ -363,7 +381,8 @@ fn custom_resources_follow_their_schema_markers() {
     let err = e(&untyped, &first.object, cr(json!([{"name": "b"}])), &first.managers, "two").unwrap_err();
     assert!(matches!(err, ApplyError::Conflicts(c) if c[0].path.to_string() == ".spec.items"));
 
-    let typed = schema::from_openapi(Some(&json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {
+    let typed =
+        schema::from_openapi(Some(&json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {
         "items": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"],
                   "items": {"type": "object", "properties": {"name": {"type": "string"}}}}}}}})));
     let first = e(&typed, &json!({}), cr(json!([{"name": "a"}])), &[], "one").unwrap();
