@@ -34,6 +34,6 @@ mod store;
 mod yaml;
 
 pub use http::{Fault, RequestRecord};
-pub use server::{Controllers, Error, Options, TestServer};
+pub use server::{Controllers, Error, Options, TestServer, kubeconfig_yaml};
 pub use status::ApiError;
 pub use store::Deny;

@@ -81,6 +81,18 @@ impl From<ApiError> for Error {
     }
 }
 
+/// A kubeconfig for an API server at `url`: context `keelson-testserver`, namespace `default`,
+/// a bearer token when given (anonymous otherwise).
+pub fn kubeconfig_yaml(url: &str, token: Option<&str>) -> String {
+    let user = match token {
+        Some(t) => format!("  user:\n    token: {t}\n"),
+        None => "  user: {}\n".to_string(),
+    };
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: keelson-testserver\n  cluster:\n    server: {url}\ncontexts:\n- name: keelson-testserver\n  context:\n    cluster: keelson-testserver\n    user: keelson-testserver\n    namespace: default\ncurrent-context: keelson-testserver\nusers:\n- name: keelson-testserver\n{user}"
+    )
+}
+
 /// A running in-memory Kubernetes API server on loopback. Dropping it stops it.
 pub struct TestServer {
     shared: Arc<Shared>,
@@ -146,17 +158,9 @@ impl TestServer {
         self.addr
     }
 
-    /// The kubeconfig text pointing at this server (context `keelson-testserver`, namespace
-    /// `default`, the bearer token when one is required).
+    /// The kubeconfig text pointing at this server (see [`kubeconfig_yaml`]).
     pub fn kubeconfig_yaml(&self) -> String {
-        let user = match &self.shared.token {
-            Some(t) => format!("  user:\n    token: {t}\n"),
-            None => "  user: {}\n".to_string(),
-        };
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: keelson-testserver\n  cluster:\n    server: {}\ncontexts:\n- name: keelson-testserver\n  context:\n    cluster: keelson-testserver\n    user: keelson-testserver\n    namespace: default\ncurrent-context: keelson-testserver\nusers:\n- name: keelson-testserver\n{user}",
-            self.url()
-        )
+        kubeconfig_yaml(&self.url(), self.shared.token.as_deref())
     }
 
     /// Writes [`TestServer::kubeconfig_yaml`] to `path` (for a real process to use).
