@@ -183,6 +183,38 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
+/// The decoding error of a real API server for string maps holding other types (a YAML `on` or
+/// a bare number in ConfigMap data, labels or annotations).
+pub fn type_errors(rt: &ResourceType, o: &Value) -> Option<String> {
+    let mut maps = vec![
+        ("metadata.labels", "/metadata/labels", "ObjectMeta.metadata.labels"),
+        ("metadata.annotations", "/metadata/annotations", "ObjectMeta.metadata.annotations"),
+    ];
+    if rt.builtin && rt.group.is_empty() && rt.kind == "ConfigMap" {
+        maps.push(("data", "/data", "ConfigMap.data"));
+    }
+    if rt.builtin && rt.group.is_empty() && rt.kind == "Secret" {
+        maps.push(("stringData", "/stringData", "Secret.stringData"));
+    }
+    for (_, pointer, go_field) in maps {
+        for v in o.pointer(pointer).and_then(Value::as_object).into_iter().flat_map(|m| m.values()) {
+            let found = match v {
+                Value::String(_) | Value::Null => continue,
+                Value::Bool(_) => "bool",
+                Value::Number(_) => "number",
+                Value::Array(_) => "array",
+                Value::Object(_) => "object",
+            };
+            return Some(format!(
+                "{kind} in version \"{version}\" cannot be handled as a {kind}: json: cannot unmarshal {found} into Go struct field {go_field} of type string",
+                kind = rt.kind,
+                version = rt.version
+            ));
+        }
+    }
+    None
+}
+
 /// True for a DNS-1123 subdomain (most object names).
 pub fn is_dns_subdomain(s: &str) -> bool {
     !s.is_empty()

@@ -380,6 +380,9 @@ impl State {
                 rt.api_version()
             )));
         }
+        if let Some(e) = admission::type_errors(rt, body) {
+            return Err(ApiError::bad_request(e));
+        }
         if let (Some(body_ns), Some(ns)) = (meta_str(body, "namespace"), ns)
             && !body_ns.is_empty()
             && body_ns != ns

@@ -1,6 +1,6 @@
 //! Apply bodies are YAML (`application/apply-patch+yaml`); JSON is parsed as such, anything
-//! else through saphyr's event parser into JSON, resolving plain scalars by the YAML 1.2 core
-//! schema as the API server's YAML decoder does for the types it meets in manifests.
+//! else through saphyr's event parser into JSON, resolving plain scalars as the API server's
+//! YAML decoder (go-yaml v2) does.
 
 use std::collections::HashMap;
 
@@ -63,10 +63,14 @@ pub fn parse(text: &str) -> Result<Value, String> {
 }
 
 fn resolve(s: &str) -> Value {
+    // The API server decodes YAML with go-yaml v2 rules (YAML 1.1 booleans): `on`, `yes`, `y`
+    // are true, so `mode: on` in a ConfigMap is a bool, and a type error, as on a cluster.
     match s {
         "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
-        "true" | "True" | "TRUE" => return Value::Bool(true),
-        "false" | "False" | "FALSE" => return Value::Bool(false),
+        "true" | "True" | "TRUE" | "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" => return Value::Bool(true),
+        "false" | "False" | "FALSE" | "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" => {
+            return Value::Bool(false);
+        }
         _ => {}
     }
     if let Ok(i) = s.parse::<i64>() {
@@ -87,12 +91,14 @@ mod tests {
 
     #[test]
     fn yaml_manifests_become_json() {
-        let v = parse("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  labels: {a: \"1\"}\ndata:\n  n: 1\n  s: 'x'\n  on: on\nlist: [1, 2.5, true, null]\n").unwrap();
+        let v = parse("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  labels: {a: \"1\"}\ndata:\n  num: 1\n  s: 'x'\n  mode: on\nlist: [1, 2.5, yes, null]\n").unwrap();
         assert_eq!(
             v,
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "labels": {"a": "1"}},
-                   "data": {"n": 1, "s": "x", "on": "on"}, "list": [1, 2.5, true, null]})
+                   "data": {"num": 1, "s": "x", "mode": true}, "list": [1, 2.5, true, null]})
         );
+        // Keys resolve the same way and are then written as JSON strings, as sigs.k8s.io/yaml does.
+        assert_eq!(parse("on: 1\nn: 2\n").unwrap(), json!({"true": 1, "false": 2}));
         assert_eq!(parse("{\"a\": 1}").unwrap(), json!({"a": 1}));
         assert!(parse("a: [").is_err());
     }

@@ -516,3 +516,119 @@ async fn kubeconfig_token_and_bounded_shutdown() {
         "nothing listens any more"
     );
 }
+
+#[tokio::test]
+async fn yaml_apply_bodies_field_manager_and_patch_types() {
+    let s = start(manual()).await;
+    let c = client(&s).await;
+    let path = "/api/v1/namespaces/default/configmaps/from-yaml";
+    let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-yaml\ndata:\n  port: \"8080\"\n  mode: on\n";
+    let (code, body) = common::raw_text(&c, "PATCH", path, Some(("application/apply-patch+yaml", yaml))).await;
+    assert_eq!(code, 400, "apply needs a fieldManager: {body}");
+    // As on a cluster, `on` is a YAML 1.1 boolean, which ConfigMap data cannot hold.
+    let (code, body) = common::raw_text(
+        &c,
+        "PATCH",
+        &format!("{path}?fieldManager=kubectl"),
+        Some(("application/apply-patch+yaml", yaml)),
+    )
+    .await;
+    assert_eq!((code, body["reason"].as_str()), (400, Some("BadRequest")), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot unmarshal bool into Go struct field ConfigMap.data of type string")
+    );
+    let yaml = yaml.replace("mode: on", "mode: \"on\"");
+    let (code, body) = common::raw_text(
+        &c,
+        "PATCH",
+        &format!("{path}?fieldManager=kubectl"),
+        Some(("application/apply-patch+yaml", &yaml)),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["data"], json!({"port": "8080", "mode": "on"}));
+
+    let (code, body) =
+        common::raw_text(&c, "PATCH", path, Some(("application/strategic-merge-patch+json", "{}"))).await;
+    assert_eq!((code, body["reason"].as_str()), (415, Some("UnsupportedMediaType")));
+
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    let ops = r#"[{"op": "replace", "path": "/data/mode", "value": "off"}, {"op": "add", "path": "/data/extra", "value": "x"}]"#;
+    let (code, patched) = common::raw_text(&c, "PATCH", path, Some(("application/json-patch+json", ops))).await;
+    assert_eq!(code, 200, "{patched}");
+    assert_eq!(patched["data"]["mode"], "off");
+
+    // Writes without fieldManager are attributed to the User-Agent's product name.
+    let mf = cms.get("from-yaml").await.unwrap().metadata.managed_fields.unwrap();
+    let managers: Vec<_> = mf.iter().map(|m| (m.manager.clone().unwrap(), m.operation.clone().unwrap())).collect();
+    assert_eq!(managers[0], ("kubectl".to_string(), "Apply".to_string()));
+    assert_eq!(managers.len(), 2, "{managers:?}");
+    assert_eq!(managers[1].1, "Update");
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn dry_runs_pagination_metadata_lists_and_defaults() {
+    let s = start(manual()).await;
+    let c = client(&s).await;
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    let dry = PostParams { dry_run: true, ..Default::default() };
+    cms.create(&dry, &serde_json::from_value(json!({"metadata": {"name": "dry"}})).unwrap()).await.unwrap();
+    assert_eq!(api_error(cms.get("dry").await).code, 404, "a dry-run create stores nothing");
+
+    for i in 0..5 {
+        cms.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": format!("page-{i}")}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+    let first = cms.list(&ListParams::default().limit(2)).await.unwrap();
+    assert_eq!(first.items.len(), 2);
+    assert_eq!(first.metadata.remaining_item_count, Some(3));
+    let token = first.metadata.continue_.clone().unwrap();
+    let rest = cms.list(&ListParams::default().limit(10).continue_token(&token)).await.unwrap();
+    assert_eq!(rest.items.len(), 3);
+    assert!(rest.metadata.continue_.is_none());
+
+    let meta = cms.list_metadata(&ListParams::default()).await.unwrap();
+    assert_eq!(meta.items.len(), 5);
+    assert!(meta.items.iter().all(|m| m.metadata.uid.is_some()));
+
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(c.clone(), "default");
+    let sec = secrets
+        .patch("s", &PatchParams::apply("keelson"), &Patch::Apply(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "stringData": {"user": "admin"}})))
+        .await
+        .unwrap();
+    assert_eq!(sec.type_.as_deref(), Some("Opaque"));
+    assert_eq!(
+        sec.data.unwrap().get("user").map(|b| b.0.clone()),
+        Some(b"admin".to_vec()),
+        "stringData is folded into data"
+    );
+
+    let svcs: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(c.clone(), "default");
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}});
+    let created = svcs.patch("web", &PatchParams::apply("keelson"), &Patch::Apply(&svc)).await.unwrap();
+    let spec = created.spec.unwrap();
+    assert!(spec.cluster_ip.as_deref().is_some_and(|ip| ip.starts_with("10.96.")));
+    assert_eq!(spec.ports.unwrap()[0].protocol.as_deref(), Some("TCP"));
+    let mut moved = svc.clone();
+    moved["spec"]["clusterIP"] = json!("10.96.99.99");
+    let e = api_error(svcs.patch("web", &PatchParams::apply("keelson"), &Patch::Apply(&moved)).await);
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+
+    let deps: Api<Deployment> = Api::namespaced(c.clone(), "default");
+    deps.patch("web", &PatchParams::apply("keelson"), &Patch::Apply(deployment("nginx:1", 1))).await.unwrap();
+    let mut reselect = deployment("nginx:1", 1);
+    reselect["spec"]["selector"]["matchLabels"]["tier"] = json!("x");
+    reselect["spec"]["template"]["metadata"]["labels"]["tier"] = json!("x");
+    let e = api_error(deps.patch("web", &PatchParams::apply("keelson"), &Patch::Apply(&reselect)).await);
+    assert_eq!(e.code, 422);
+    assert!(e.message.contains("spec.selector") && e.message.contains("field is immutable"), "{}", e.message);
+    s.shutdown().await;
+}

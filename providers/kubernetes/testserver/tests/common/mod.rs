@@ -194,11 +194,17 @@ pub async fn scenario_watch(client: &Client, _f: Fidelity) {
 
 /// The status and JSON body of a raw request through kube-rs's client.
 pub async fn raw(client: &Client, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let text = body.map(|b| b.to_string());
+    raw_text(client, method, path, text.as_ref().map(|t| ("application/json", t.as_str()))).await
+}
+
+/// Like [`raw`] with a body of any content type (YAML apply bodies).
+pub async fn raw_text(client: &Client, method: &str, path: &str, body: Option<(&str, &str)>) -> (u16, Value) {
     let mut req = axum::http::Request::builder().method(method).uri(path);
-    if body.is_some() {
-        req = req.header("content-type", "application/json");
+    if let Some((ct, _)) = body {
+        req = req.header("content-type", ct);
     }
-    let req = req.body(body.map(|b| b.to_string().into_bytes()).unwrap_or_default()).expect("request builds");
+    let req = req.body(body.map(|(_, b)| b.as_bytes().to_vec()).unwrap_or_default()).expect("request builds");
     match tokio::time::timeout(BOUND, client.request_text(req)).await.expect("answer in time") {
         Ok(text) => (200, serde_json::from_str(&text).unwrap_or(Value::String(text))),
         Err(kube::Error::Api(s)) => (s.code, serde_json::to_value(&*s).unwrap_or_default()),
