@@ -632,3 +632,32 @@ async fn dry_runs_pagination_metadata_lists_and_defaults() {
     assert!(e.message.contains("spec.selector") && e.message.contains("field is immutable"), "{}", e.message);
     s.shutdown().await;
 }
+
+#[tokio::test]
+async fn controllers_write_nothing_once_converged_and_apply_needs_the_namespace() {
+    let s = start(manual()).await;
+    let c = client(&s).await;
+    let deps: Api<Deployment> = Api::namespaced(c.clone(), "default");
+    deps.patch("web", &PatchParams::apply("keelson"), &Patch::Apply(deployment("nginx:1", 2))).await.unwrap();
+    for _ in 0..6 {
+        s.tick();
+    }
+    let converged = deps.get("web").await.unwrap();
+    assert_eq!(converged.status.as_ref().unwrap().available_replicas, Some(2));
+    let rv = s.resource_version();
+    s.tick();
+    s.tick();
+    assert_eq!(s.resource_version(), rv, "a converged Deployment is not rewritten");
+
+    let elsewhere: Api<Deployment> = Api::namespaced(c.clone(), "missing");
+    let mut d = deployment("nginx:1", 1);
+    d["metadata"]["namespace"] = json!("missing");
+    let e = api_error(elsewhere.patch("web", &PatchParams::apply("keelson"), &Patch::Apply(&d)).await);
+    assert_eq!((e.code, e.message.as_str()), (404, "namespaces \"missing\" not found"));
+    s.create_namespace("missing");
+    elsewhere
+        .patch("web", &PatchParams::apply("keelson"), &Patch::Apply(&d))
+        .await
+        .expect("applies once the namespace exists");
+    s.shutdown().await;
+}
