@@ -443,9 +443,10 @@ fn write_ctx(q: &Query, headers: &HeaderMap, sub: &str) -> Result<WriteCtx> {
             m.to_string()
         }
         _ => {
+            // As the API server: the User-Agent's product name, empty without one (kube-rs
+            // sends none, so its unnamed writes are recorded under manager "").
             let ua = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or_default();
-            let prefix = ua.split('/').next().unwrap_or_default();
-            if prefix.is_empty() { "unknown".to_string() } else { prefix.to_string() }
+            ua.split('/').next().unwrap_or_default().to_string()
         }
     };
     Ok(WriteCtx { manager, dry_run, subresource: sub.to_string() })

@@ -561,12 +561,12 @@ async fn yaml_apply_bodies_field_manager_and_patch_types() {
     assert_eq!(code, 200, "{patched}");
     assert_eq!(patched["data"]["mode"], "off");
 
-    // Writes without fieldManager are attributed to the User-Agent's product name.
+    // Writes without fieldManager are attributed to the User-Agent's product name (none here).
     let mf = cms.get("from-yaml").await.unwrap().metadata.managed_fields.unwrap();
     let managers: Vec<_> = mf.iter().map(|m| (m.manager.clone().unwrap(), m.operation.clone().unwrap())).collect();
     assert_eq!(managers[0], ("kubectl".to_string(), "Apply".to_string()));
     assert_eq!(managers.len(), 2, "{managers:?}");
-    assert_eq!(managers[1].1, "Update");
+    assert_eq!(managers[1], (String::new(), "Update".to_string()), "kube-rs sends no User-Agent");
     s.shutdown().await;
 }
 
@@ -659,5 +659,30 @@ async fn controllers_write_nothing_once_converged_and_apply_needs_the_namespace(
         .patch("web", &PatchParams::apply("keelson"), &Patch::Apply(&d))
         .await
         .expect("applies once the namespace exists");
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn watches_with_selectors_see_objects_enter_and_leave() {
+    let s = start(manual()).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client(&s).await, "default");
+    let mut stream = Box::pin(cms.watch(&WatchParams::default().labels("tier=a").timeout(30), "0").await.unwrap());
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "m", "labels": {"tier": "b"}}})).unwrap();
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+    let relabel = |t: &str| Patch::Merge(json!({"metadata": {"labels": {"tier": t}}}));
+    cms.patch("m", &PatchParams::default(), &relabel("a")).await.unwrap();
+    cms.patch("m", &PatchParams::default(), &relabel("c")).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let ev =
+            tokio::time::timeout(BOUND, futures_util::StreamExt::next(&mut stream)).await.unwrap().unwrap().unwrap();
+        match ev {
+            WatchEvent::Added(o) => seen.push(("ADDED", o.metadata.labels.unwrap()["tier"].clone())),
+            WatchEvent::Deleted(o) => seen.push(("DELETED", o.metadata.labels.unwrap()["tier"].clone())),
+            WatchEvent::Bookmark(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(seen, [("ADDED", "a".to_string()), ("DELETED", "c".to_string())]);
     s.shutdown().await;
 }
