@@ -117,9 +117,12 @@ async fn status(State(s): State<ApiState>) -> Json<serde_json::Value> {
     let fleet = s.fleet.read().unwrap_or_else(|e| e.into_inner());
     Json(json!({
         "source": fleet.source,
+        "providers": fleet.providers,
         "apps": fleet.apps.len(),
         "phases": fleet.counts(),
         "inSync": fleet.apps.values().filter(|a| a.in_sync).count(),
+        // Settings (daemon config, then manifests) that are accepted but not carried out.
+        "notBuilt": fleet.config_not_built.iter().chain(&fleet.source.not_built).collect::<Vec<_>>(),
     }))
 }
 
