@@ -117,6 +117,8 @@ pub struct Tuning {
     /// shutdown) run; the rest start on the next tick. Matters for cold starts of large fleets.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub pass_budget: Duration,
+    #[command(flatten)]
+    pub safeguards: crate::daemon::safeguards::Safeguards,
 }
 
 #[derive(Debug, Args)]
@@ -320,6 +322,7 @@ async fn up(args: UpArgs) -> Result<ExitCode> {
         pass_budget: args.tuning.pass_budget,
         providers: Default::default(),
         clusters: Default::default(),
+        safeguards: args.tuning.safeguards,
     };
     daemon::run(opts, |addr, data_dir, database| {
         let d = dir.display();

@@ -75,5 +75,6 @@ pub fn daemon_options(args: DaemonArgs, config: Option<Config>) -> Result<Daemon
         pass_budget: args.tuning.pass_budget,
         providers: config.providers.clone(),
         clusters: config.clusters.iter().map(|(k, v)| (k.clone(), v.workloads.clone())).collect(),
+        safeguards: args.tuning.safeguards,
     })
 }

@@ -174,6 +174,20 @@ macro_rules! ledger_columns {
 }
 use ledger_columns;
 
+/// The newest entry of each app up to a seq (`ledger_app` index: one probe per app).
+macro_rules! latest_per_app_sql {
+    ($param:literal) => {
+        concat!(
+            "SELECT ",
+            ledger_columns!(),
+            " FROM ledger WHERE seq IN (SELECT MAX(seq) FROM ledger WHERE seq <= ",
+            $param,
+            " GROUP BY app) ORDER BY app"
+        )
+    };
+}
+use latest_per_app_sql;
+
 /// Rows come back as entries, or as a decode error that verification reports as a bad row.
 type EntryStream<'a> = BoxStream<'a, Result<LedgerEntry, sqlx::Error>>;
 
@@ -312,6 +326,15 @@ impl Ledger {
     /// Up to `limit` entries with seq greater than `seq`, ascending (the status branch's outbox).
     pub async fn entries_after(&self, seq: i64, limit: i64) -> Result<Vec<LedgerEntry>> {
         self.entries(&AuditQuery { since_seq: Some(seq), limit: Some(limit), ..AuditQuery::default() }).await
+    }
+
+    /// The newest entry of each app with seq at most `upto` (what the status branch shows at
+    /// `upto`), by app name.
+    pub async fn latest_per_app(&self, upto: i64) -> Result<Vec<LedgerEntry>> {
+        match &self.store {
+            Store::Sqlite(s) => s.latest_per_app(upto).await,
+            Store::Postgres(s) => s.latest_per_app(upto).await,
+        }
     }
 
     /// Intents (`action == "intent"`) that no later entry names as `detail.intentSeq`, ascending seq.

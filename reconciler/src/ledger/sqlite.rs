@@ -236,6 +236,15 @@ impl SqliteStore {
         rows.iter().map(entry_from_row).collect::<Result<_, _>>().map_err(db("reading ledger entries"))
     }
 
+    pub(super) async fn latest_per_app(&self, upto: i64) -> Result<Vec<LedgerEntry>> {
+        let rows = sqlx::query(super::latest_per_app_sql!("?"))
+            .bind(upto)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("reading the newest entry of each app"))?;
+        rows.iter().map(entry_from_row).collect::<Result<_, _>>().map_err(db("reading ledger entries"))
+    }
+
     pub(super) async fn open_intents(&self) -> Result<Vec<LedgerEntry>> {
         let rows = sqlx::query(OPEN_INTENTS).fetch_all(&self.pool).await.map_err(db("finding open intents"))?;
         rows.iter().map(entry_from_row).collect::<Result<_, _>>().map_err(db("reading open intents"))
