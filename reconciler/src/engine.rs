@@ -87,6 +87,9 @@ pub struct Engine {
     deferred: usize,
     /// Backoff of a source that could not be read.
     source_retry: source_retry::SourceRetry,
+    /// The first 12 hex digits of the hash of ledger entry 1, which scope idempotency keys to
+    /// this audit chain (see [`Engine::key`]).
+    chain: std::sync::OnceLock<String>,
 }
 
 impl Engine {
@@ -122,7 +125,20 @@ impl Engine {
             previous: HashMap::new(),
             deferred: 0,
             source_retry: source_retry::SourceRetry::default(),
+            chain: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The idempotency key of one provider call. Rollout ids are ledger seqs, which a new audit
+    /// chain (`--new-audit-chain`) numbers from 1 again: without the chain's id in the key, a
+    /// provider that remembers keys (the simulator, APIs with client tokens) would take the new
+    /// chain's first rollouts for replays of the old chain's and silently not apply them.
+    fn key(&self, app: &str, rollout: i64, step: u32, resource: &str) -> IdempotencyKey {
+        let app = match self.chain.get() {
+            Some(chain) => format!("{app}@{chain}"),
+            None => app.to_owned(),
+        };
+        IdempotencyKey { app, rollout, step, resource: resource.to_owned() }
     }
 
     /// Runs until `shutdown` turns true: resumes from the ledger, then reacts to ref moves and ticks.
@@ -162,6 +178,9 @@ impl Engine {
         let mut after = 0;
         loop {
             let batch = self.ledger.entries_after(after, 10_000).await?;
+            if let Some(first) = batch.first().filter(|e| e.seq == 1) {
+                let _ = self.chain.set(short(&first.hash).to_owned());
+            }
             let Some(last) = batch.last() else { break };
             after = last.seq;
             fleet.replay(batch);
@@ -203,7 +222,7 @@ impl Engine {
             let provider = self.registry.get(&instance)?;
             if op == "delete" {
                 for id in provider.list(&Owner { app: app.clone() }).await? {
-                    let key = key(&app, rollout, step, &id.to_string());
+                    let key = self.key(&app, rollout, step, &id.to_string());
                     outcomes.push((id.to_string(), provider.delete(&id, &key).await?));
                 }
             } else {
@@ -216,7 +235,7 @@ impl Engine {
                     let outcome = if done {
                         Outcome::Replayed
                     } else {
-                        provider.apply(r, &key(&app, rollout, step, &r.id.to_string())).await?
+                        provider.apply(r, &self.key(&app, rollout, step, &r.id.to_string())).await?
                     };
                     outcomes.push((r.id.to_string(), outcome));
                 }
@@ -572,7 +591,7 @@ impl Engine {
         let mut outcomes = Vec::new();
         let mut failure = None;
         for r in &resources {
-            let k = key(&name, rollout, step, &r.id.to_string());
+            let k = self.key(&name, rollout, step, &r.id.to_string());
             match provider.apply(r, &k).await {
                 Ok(o) => {
                     self.metrics.provider_call("apply", outcome_label(o));
@@ -590,7 +609,7 @@ impl Engine {
             match provider.list(&Owner { app: name.clone() }).await {
                 Ok(existing) => {
                     for id in existing.into_iter().filter(|id| !ids.contains(id)) {
-                        match provider.delete(&id, &key(&name, rollout, step, &id.to_string())).await {
+                        match provider.delete(&id, &self.key(&name, rollout, step, &id.to_string())).await {
                             Ok(o) => outcomes.push((id.to_string(), o)),
                             Err(e) => {
                                 failure = Some(format!("{id}: {e}"));
@@ -751,7 +770,7 @@ impl Engine {
             }
             let provider = self.registry.get(&instance)?;
             for id in provider.list(&Owner { app: name.clone() }).await? {
-                let o = provider.delete(&id, &key(&name, rollout, 1, &id.to_string())).await?;
+                let o = provider.delete(&id, &self.key(&name, rollout, 1, &id.to_string())).await?;
                 self.metrics.provider_call("delete", outcome_label(o));
                 outcomes.push((id.to_string(), o));
             }
@@ -858,6 +877,9 @@ impl Engine {
     /// Appends one entry, folds it into the fleet, counts it and wakes the status recorder.
     async fn append(&self, entry: NewEntry) -> Result<LedgerEntry> {
         let e = self.ledger.append(entry).await.context("appending to the audit ledger")?;
+        if e.seq == 1 {
+            let _ = self.chain.set(short(&e.hash).to_owned());
+        }
         crash_point(point::AFTER_LEDGER_APPEND);
         tracing::info!(app = e.app, seq = e.seq, from = e.from_state, to = e.to_state, action = e.action, "transition");
         self.metrics.transition(&e.to_state, e.seq);
@@ -870,9 +892,6 @@ impl Engine {
     }
 }
 
-fn key(app: &str, rollout: i64, step: u32, resource: &str) -> IdempotencyKey {
-    IdempotencyKey { app: app.to_owned(), rollout, step, resource: resource.to_owned() }
-}
 
 fn outcome_label(o: Outcome) -> &'static str {
     match o {

@@ -64,6 +64,7 @@ pub async fn serve(
     grace: Duration,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let lingering = Arc::new(Semaphore::new(REJECT_LINGER_MAX));
     let (close_tx, close_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut rejected = 0u64;
@@ -84,7 +85,7 @@ pub async fn serve(
         };
         while connections.try_join_next().is_some() {}
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            reject(stream);
+            reject(stream, &lingering);
             rejected += 1;
             if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
                 tracing::warn!(
@@ -131,9 +132,30 @@ async fn until_true(flag: &mut watch::Receiver<bool>) {
     }
 }
 
-fn reject(stream: TcpStream) {
+/// Rejected connections kept open at once to deliver their 503.
+const REJECT_LINGER_MAX: usize = 32;
+/// How long a rejected connection is kept open to deliver its 503.
+const REJECT_LINGER: Duration = Duration::from_millis(500);
+
+/// Answers 503 and closes. Closing a socket whose client data is unread makes the kernel send a
+/// reset, which can destroy the answer before the client reads it; so a few rejected connections
+/// at a time linger briefly, reading and dropping what the client sends, and the rest are closed
+/// at once (their clients see a reset).
+fn reject(stream: TcpStream, lingering: &Arc<Semaphore>) {
     // A fresh socket's send buffer takes this at once; whatever does not fit is not waited for.
     let _ = stream.try_write(OVER_CAPACITY);
+    let Ok(permit) = lingering.clone().try_acquire_owned() else { return };
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let _permit = permit;
+        let mut stream = stream;
+        let _ = stream.shutdown().await;
+        let mut sink = [0u8; 1024];
+        let _ = tokio::time::timeout(REJECT_LINGER, async {
+            while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
+    });
 }
 
 #[cfg(test)]
