@@ -892,7 +892,6 @@ impl Engine {
     }
 }
 
-
 fn outcome_label(o: Outcome) -> &'static str {
     match o {
         Outcome::Created => "created",

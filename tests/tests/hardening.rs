@@ -117,7 +117,8 @@ fn a_corrupt_tree_is_reported_and_retried_and_a_later_good_commit_is_picked_up()
     corrupt_object(&repo, &git(&repo, &["rev-parse", "HEAD^{tree}"]));
 
     let d = Daemon::start(&up_args(r), tmp.path());
-    let body = wait_readyz(&d, "/readyz naming the source error", |code, body| code == 503 && body.contains("listing files"));
+    let body =
+        wait_readyz(&d, "/readyz naming the source error", |code, body| code == 503 && body.contains("listing files"));
     assert!(body.contains("no commit of the tracked branch has been loaded yet"), "{body}");
     let error = d.wait_for("a retry", Duration::from_secs(30), |d| {
         let e = d.json("/api/v1/status")["source"]["error"].clone();
@@ -159,8 +160,17 @@ fn sigterm_with_the_repository_gone_exits_within_the_shutdown_deadline() {
     let r = repo.to_str().unwrap();
     let data = tmp.path().join("data");
     let args = [
-        "daemon", "--repo", r, "--data-dir", data.to_str().unwrap(), "--listen", "127.0.0.1:0",
-        "--sim-rollout-time", "1500ms", "--shutdown-timeout", "2s",
+        "daemon",
+        "--repo",
+        r,
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--sim-rollout-time",
+        "1500ms",
+        "--shutdown-timeout",
+        "2s",
     ];
     let d = Daemon::start(&args, tmp.path());
     d.wait_all_healthy(4, "four apps Healthy", Duration::from_secs(60));
@@ -169,9 +179,12 @@ fn sigterm_with_the_repository_gone_exits_within_the_shutdown_deadline() {
     d.wait_for("storefront Progressing", Duration::from_secs(30), |d| {
         (d.app("storefront")?["phase"] == "Progressing").then_some(())
     });
-    // The repository goes away, and a file where it was makes sure nothing can recreate it.
-    std::fs::remove_dir_all(&repo).unwrap();
+    // The repository goes away (moved at once, then deleted: the daemon is writing into it), and
+    // a file where it was makes sure nothing can recreate it.
+    let moved = tmp.path().join("moved-away");
+    std::fs::rename(&repo, &moved).unwrap();
     std::fs::write(&repo, b"gone").unwrap();
+    std::fs::remove_dir_all(&moved).ok();
     d.wait_for("storefront Healthy (recorded in the ledger only)", Duration::from_secs(30), |d| {
         (d.app("storefront")?["phase"] == "Healthy").then_some(())
     });

@@ -45,6 +45,9 @@ pub(super) struct Shared {
     state: RecordState,
     /// The tip this process wrote or verified last (`Some(None)`: verified that there is none).
     trusted: Option<Option<String>>,
+    /// The last tip found not to match, with why: it cannot start matching (the ledger only
+    /// grows), so it is not inspected again on every wake-up.
+    rejected: Option<(Option<String>, String)>,
 }
 
 /// The recorder refuses to build on the tip; the reason is in [`StatusBranch::record_state`].
@@ -173,8 +176,16 @@ impl StatusBranch {
     pub(super) async fn check_tip(&self, ledger: &Ledger) -> Result<()> {
         let b = self.clone();
         let tip = tokio::task::spawn_blocking(move || b.tip_id()).await??.map(|t| t.to_string());
-        if self.shared().trusted.as_ref() == Some(&tip) {
-            return Ok(());
+        {
+            let shared = self.shared();
+            if shared.trusted.as_ref() == Some(&tip) {
+                return Ok(());
+            }
+            if let Some((rejected, reason)) = &shared.rejected
+                && *rejected == tip
+            {
+                return Err(WritesStopped { reason: reason.clone() }.into());
+            }
         }
         let reason = match inspect_tip(self, ledger).await? {
             TipCheck::Verified { tip } => {
@@ -203,10 +214,10 @@ impl StatusBranch {
              is reset to a commit that matches the ledger, e.g. `git update-ref refs/heads/{} <last good commit>`",
             self.name()
         );
-        if self.record_state() != (RecordState::Stopped { message: message.clone() }) {
-            tracing::error!(branch = self.name(), "{message}");
-            self.set_record_state(RecordState::Stopped { message: message.clone() });
-        }
+        tracing::error!(branch = self.name(), "{message}");
+        let mut shared = self.shared();
+        shared.state = RecordState::Stopped { message: message.clone() };
+        shared.rejected = Some((tip, message.clone()));
         Err(WritesStopped { reason: message }.into())
     }
 }
