@@ -281,7 +281,11 @@ fn init_logging(format: LogFormat, filter: Option<&str>) {
         }),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A log line that cannot be written (a full disk under a redirected stderr) is dropped: the
+    // default reports it with eprintln!, which panics when stderr cannot be written either, and
+    // took the daemon down with the disk.
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).log_internal_errors(false);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.with_ansi(false).init(),

@@ -82,6 +82,66 @@ fn a_deleted_ledger_stops_applying_and_a_restart_refuses_to_start_a_new_chain_un
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
 }
 
+/// Item 4: a ledger write that fails, on the real daemon. The running daemon's file-size limit is
+/// lowered (with `prlimit`) to one byte, so the kernel refuses every file write past the first
+/// byte with EFBIG, as a full disk refuses it with ENOSPC (the daemon catches SIGXFSZ, so the
+/// write fails instead of killing it); its log is lost meanwhile, the API is not (sockets are
+/// not files). Raising the limit again is the disk having room again.
+#[test]
+fn a_failing_ledger_write_turns_readiness_503_until_a_write_succeeds_again() {
+    let (tmp, repo) = template_repo();
+    let r = repo.to_str().unwrap();
+    let d = Daemon::start(&up_args(r), tmp.path());
+    d.wait_all_healthy(4, "four apps Healthy", Duration::from_secs(60));
+    let pid = d.pid().to_string();
+    let prlimit = |limit: &str| {
+        let out =
+            std::process::Command::new("prlimit").args(["--pid", &pid, &format!("--fsize={limit}")]).output().unwrap();
+        assert!(out.status.success(), "prlimit: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    prlimit("1:unlimited");
+    let calls = metric(&d.get("/metrics").1, "keelson_provider_calls_total");
+    edit(&repo.join("apps/storefront/deploy.yaml"), "replicas: 3", "replicas: 5");
+    git(&repo, &["commit", "-qam", "Scale storefront to 5"]);
+    let head = git(&repo, &["rev-parse", "HEAD"]);
+    let body = wait_readyz(&d, "/readyz 503: the ledger cannot be written", |code, _| code == 503);
+    assert!(body.contains("audit ledger cannot be written"), "{body}");
+    assert_eq!(d.json("/api/v1/status")["ledger"]["state"], "failing");
+    assert_eq!(metric(&d.get("/metrics").1, "keelson_provider_calls_total"), calls, "no intent, no provider call");
+    // The engine retries on every tick while the disk stays full, so the failed COMMITs land on
+    // several pooled connections (each was left unusable before the fix).
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(metric(&d.get("/metrics").1, "keelson_provider_calls_total"), calls, "no intent, no provider call");
+
+    prlimit("unlimited:unlimited");
+    wait_readyz(&d, "/readyz 200 again", |code, _| code == 200);
+    d.wait_for("storefront Healthy at the new commit", Duration::from_secs(60), |d| {
+        let a = d.app("storefront")?;
+        (a["phase"] == "Healthy" && a["desiredCommit"] == head.as_str()).then_some(())
+    });
+    // Every later append works on every pooled connection (a connection left inside the failed
+    // transaction failed each append it was handed, every few appends, for good).
+    for replicas in 6..=9 {
+        edit(
+            &repo.join("apps/storefront/deploy.yaml"),
+            &format!("replicas: {}", replicas - 1),
+            &format!("replicas: {replicas}"),
+        );
+        git(&repo, &["commit", "-qam", &format!("Scale storefront to {replicas}")]);
+        let head = git(&repo, &["rev-parse", "HEAD"]);
+        d.wait_for("storefront Healthy at the next commit", Duration::from_secs(60), |d| {
+            let a = d.app("storefront")?;
+            (a["phase"] == "Healthy" && a["desiredCommit"] == head.as_str()).then_some(())
+        });
+    }
+    let log = d.log();
+    let after = &log[log.rfind("can be written again").expect("the recovery is logged")..];
+    assert!(!after.contains("audit ledger failed") && !after.contains("could not be carried out"), "{after}");
+    assert_eq!(d.terminate(), 0);
+    let verify = keelson(&["audit", "verify", "--repo", r], tmp.path());
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+}
+
 /// Overwrites the loose object `id` of `repo` with bytes that do not inflate.
 fn corrupt_object(repo: &Path, id: &str) {
     let path = repo.join(".git/objects").join(&id[..2]).join(&id[2..]);
