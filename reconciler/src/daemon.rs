@@ -24,7 +24,7 @@ use crate::engine::state::{Fleet, SourceStatus};
 use crate::engine::{Bindings, Engine, EngineSettings};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
-use crate::record::{StatusBranch, drain_outbox, run_recorder};
+use crate::record::{StatusBranch, drain_outbox, final_drain, run_recorder};
 use crate::source::{GitRepo, watch_ref};
 
 /// Everything `keelson daemon` (and `keelson up`) needs to run.
@@ -134,7 +134,6 @@ pub async fn run(opts: DaemonOptions, on_listening: impl FnOnce(SocketAddr, &Pat
         metrics.clone(),
         wake.clone(),
         shutdown_rx.clone(),
-        guards.shutdown_timeout,
     ));
     let watchdog = tokio::spawn(startup::watch_ledger(ledger.clone(), shutdown_rx.clone()));
     let (ref_tx, ref_rx) = mpsc::channel(16);
@@ -169,8 +168,12 @@ pub async fn run(opts: DaemonOptions, on_listening: impl FnOnce(SocketAddr, &Pat
         tracing::error!(error = format!("{e:#}"), "the engine stopped; shutting down");
         let _ = shutdown_tx.send(true);
     }
-    // The recorder drains the outbox one last time, within the shutdown deadline.
-    let _ = recorder.await;
+    if tokio::time::timeout(guards.shutdown_timeout, recorder).await.is_err() {
+        tracing::warn!("the status recorder did not stop within the shutdown deadline");
+    }
+    // The engine has stopped appending: one last drain, within the shutdown deadline, so that
+    // nothing appended is left off the branch unless the branch cannot be written.
+    final_drain(&status_branch, &ledger, &metrics, guards.shutdown_timeout).await;
     let _ = watchdog.await;
     let _ = server.await;
     if tokio::time::timeout(guards.shutdown_timeout, ledger.close()).await.is_err() {

@@ -312,15 +312,14 @@ const GROUP_WINDOW: Duration = Duration::from_millis(100);
 /// Longest wait between two attempts of a failing status commit.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
-/// The recorder task: drains the outbox whenever the engine appends; at shutdown, drains once more
-/// for at most `drain_deadline` and leaves what is left in the outbox for the next start.
+/// The recorder task: drains the outbox whenever the engine appends, until shutdown (then the
+/// daemon calls [`final_drain`] once the engine has stopped appending).
 pub async fn run_recorder(
     branch: StatusBranch,
     ledger: Ledger,
     metrics: Arc<Metrics>,
     wake: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
-    drain_deadline: Duration,
 ) {
     let mut backoff = Duration::from_millis(100);
     let mut last_drain: Option<Instant> = None;
@@ -372,12 +371,11 @@ pub async fn run_recorder(
             _ = tokio::time::sleep(wait) => {}
         }
     }
-    final_drain(&branch, &ledger, &metrics, drain_deadline).await;
 }
 
 /// The drain at shutdown: retried until `deadline`, then given up with a log line saying what
 /// stays in the outbox (the next start drains it first).
-async fn final_drain(branch: &StatusBranch, ledger: &Ledger, metrics: &Metrics, deadline: Duration) {
+pub async fn final_drain(branch: &StatusBranch, ledger: &Ledger, metrics: &Metrics, deadline: Duration) {
     let until = tokio::time::Instant::now() + deadline;
     let mut backoff = Duration::from_millis(100);
     let last_error = loop {
