@@ -85,8 +85,12 @@ impl SqliteStore {
                     // A COMMIT that failed on an I/O error is rolled back by SQLite itself, so the
                     // ROLLBACK sqlx queues when the transaction is dropped fails too and leaves
                     // the connection's transaction depth at 1: every later BEGIN on it would fail
-                    // ("non-zero transaction depth"). The ping flushes the queued ROLLBACK; a
-                    // connection still inside a transaction after it is closed, not reused.
+                    // ("non-zero transaction depth"). A ping flushes a queued ROLLBACK (only
+                    // needed, and only paid, after a failure); a connection still inside a
+                    // transaction after it is closed, not reused.
+                    if !sqlx::Connection::is_in_transaction(conn) {
+                        return Ok(true);
+                    }
                     sqlx::Connection::ping(conn).await?;
                     Ok(!sqlx::Connection::is_in_transaction(conn))
                 })
