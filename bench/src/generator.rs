@@ -269,19 +269,12 @@ pub fn manifest(app: &GenApp, seed: u64, revision: u32) -> String {
             let _ = writeln!(y, "        name: {word}-db\n        key: url");
         }
     }
-    if matches!(app.kind, AppKind::Api | AppKind::Frontend) && critical {
-        // Metric gates carry floats, which the app digest must canonicalize like RFC 8785.
-        y.push_str("  strategy:\n    type: rolling\n    interval: 60s\n    gates:\n");
-        let _ = writeln!(
-            y,
-            "      - metric: success-rate\n        min: 99.{}\n      - metric: latency-p99\n        maxMs: {}",
-            5 + rng.below(5),
-            250 + 50 * rng.below(6)
-        );
-    } else if app.kind != AppKind::Database {
+    // Only settings this release carries out: rolling strategies, metric gates and self-heal are
+    // refused or warned about by validation until they are built (keelson_manifest::not_built).
+    if app.kind != AppKind::Database {
         y.push_str("  strategy:\n    type: direct\n");
     }
-    let _ = writeln!(y, "  sync:\n    selfHeal: true\n    prune: {}", app.kind != AppKind::Database);
+    let _ = writeln!(y, "  sync:\n    prune: {}", app.kind != AppKind::Database);
     if !app.depends_on.is_empty() {
         y.push_str("  dependsOn:\n");
         for d in &app.depends_on {

@@ -230,6 +230,32 @@ pub fn validate(file: &str, doc: &Document, kind: Kind) -> Vec<Diagnostic> {
     out
 }
 
+/// Validates a document against a schema given at run time (e.g. the settings a provider type
+/// declares), with the same positions and messages as the embedded schemas. `schema` must describe
+/// the whole document; an invalid schema is one error at the top of the file.
+pub fn validate_with(file: &str, doc: &Document, schema: &Value) -> Vec<Diagnostic> {
+    let validator = match jsonschema::draft202012::new(schema) {
+        Ok(v) => v,
+        Err(e) => {
+            return vec![Diagnostic::error(
+                file,
+                Position::START,
+                "",
+                "schema.internal",
+                format!("a provider's settings schema does not compile: {e}"),
+            )];
+        }
+    };
+    let ctx = Context { file, spans: &doc.spans, root: schema };
+    let mut out = Vec::new();
+    for error in validator.iter_errors(&doc.value) {
+        ctx.convert(&error, &mut out);
+    }
+    out.sort_by(|a, b| (a.line, a.col, &a.rule).cmp(&(b.line, b.col, &b.rule)));
+    out.dedup();
+    out
+}
+
 struct Context<'a> {
     file: &'a str,
     spans: &'a Spans,

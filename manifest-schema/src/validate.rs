@@ -90,11 +90,12 @@ pub fn check_document(file: &str, document: Document) -> CheckedDocument {
     let mut diagnostics = schema::validate(file, &document, kind);
     // Semantic checks read the raw value, so they run even when the schema failed elsewhere and
     // one pass reports every problem; they skip nodes whose type the schema already rejected.
-    let semantic = match kind {
+    let mut semantic = match kind {
         Kind::App => semantic::check_app_document(file, &document),
         Kind::Policy => semantic::check_policy_document(file, &document),
         Kind::Config => crate::config::check_config_document(file, &document),
     };
+    semantic.extend(crate::not_built::diagnostics(file, kind, &document));
     let fresh: Vec<Diagnostic> =
         semantic.into_iter().filter(|s| !diagnostics.iter().any(|d| d.pointer == s.pointer)).collect();
     diagnostics.extend(fresh);
@@ -153,6 +154,15 @@ fn app_dir_of(path: &str) -> Option<&str> {
 
 /// Parses a file that must hold exactly one document of `kind`.
 pub(crate) fn parse_single(path: &str, bytes: &[u8], kind: Kind) -> Result<Manifest, Vec<Diagnostic>> {
+    parse_single_with_warnings(path, bytes, kind).map(|(m, _)| m)
+}
+
+/// [`parse_single`], keeping the warnings of a document that has no errors.
+pub(crate) fn parse_single_with_warnings(
+    path: &str,
+    bytes: &[u8],
+    kind: Kind,
+) -> Result<(Manifest, Vec<Diagnostic>), Vec<Diagnostic>> {
     let mut docs = yaml::parse(path, bytes)?;
     if docs.len() != 1 {
         let pos = docs.get(1).map_or(Position::START, |d| d.start);
@@ -178,7 +188,7 @@ pub(crate) fn parse_single(path: &str, bytes: &[u8], kind: Kind) -> Result<Manif
     }
     let checked = check_document(path, document);
     match checked.manifest {
-        Some(m) if !checked.diagnostics.iter().any(Diagnostic::is_error) => Ok(m),
+        Some(m) if !checked.diagnostics.iter().any(Diagnostic::is_error) => Ok((m, checked.diagnostics)),
         _ => Err(checked.diagnostics.into_iter().filter(Diagnostic::is_error).collect()),
     }
 }

@@ -149,9 +149,12 @@ async fn status(State(s): State<ApiState>) -> Json<serde_json::Value> {
         "ledger": s.ledger.write_state(),
         "statusBranch": record,
         "source": fleet.source,
+        "providers": fleet.providers,
         "apps": fleet.apps.len(),
         "phases": fleet.counts(),
         "inSync": fleet.apps.values().filter(|a| a.in_sync).count(),
+        // Settings (daemon config, then manifests) that are accepted but not carried out.
+        "notBuilt": fleet.config_not_built.iter().chain(&fleet.source.not_built).collect::<Vec<_>>(),
     }))
 }
 

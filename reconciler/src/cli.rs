@@ -63,10 +63,13 @@ pub enum Command {
     },
     /// Check manifests: a whole repository (default `.`) or one file; prints `PATH:LINE:COL: error: message`.
     Validate {
-        /// A state repository directory or a single YAML file.
-        #[arg(default_value = ".")]
-        path: PathBuf,
-        #[arg(long, value_enum, default_value_t = Format::Text)]
+        /// A state repository directory or a single YAML file [default: `.`, unless only --config is given].
+        path: Option<PathBuf>,
+        /// Also check a daemon configuration file (`kind: Config`): its provider settings, and that every
+        /// app's cluster has the roles (workloads, mesh, metrics) its strategy needs.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[arg(long, short = 'o', value_enum, default_value_t = Format::Text)]
         format: Format,
     },
     /// Show what moving the tracked branch from BASE to HEAD would change, app by app.
@@ -82,6 +85,9 @@ pub enum Command {
     /// Inspect and verify the audit ledger.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Work with provider types and instances.
+    #[command(subcommand)]
+    Provider(ProviderCommand),
     /// Print the JSON Schema of a kind (App, Policy, Config), for editors and CI; without KIND, list them.
     Schema {
         /// `App`, `Policy` or `Config` (case-insensitive).
@@ -165,8 +171,34 @@ pub struct PlanArgs {
     /// Sub-folder of the repository holding the state.
     #[arg(long, default_value = "")]
     pub path: String,
-    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+    /// Daemon config whose providers render the objects [default: the built-in `sim` for every cluster].
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long, short = 'o', value_enum, default_value_t = PlanFormat::Text)]
     pub format: PlanFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProviderCommand {
+    /// Run the conformance suite against a provider instance; prints a pass/fail table, exit 1 on any failure.
+    Test {
+        /// Daemon config declaring the instance; without it, the built-in `sim` in a temporary directory.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The instance (a key of `providers:`) [default: the only one, or `sim`].
+        #[arg(long)]
+        instance: Option<String>,
+        /// Where instances keep state [default: a temporary directory, removed afterwards].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long, short = 'o', value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// List the provider types of this build, with their capabilities.
+    Types {
+        #[arg(long, short = 'o', value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -302,8 +334,11 @@ async fn run(command: Command) -> Result<ExitCode> {
             println!("Next: keelson daemon --repo {}   (or keelson up --dir {})", dir.display(), dir.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Validate { path, format } => crate::validate::run(&path, format),
-        Command::Plan(args) => plan(args),
+        Command::Validate { path, config, format } => {
+            crate::validate::run(path.as_deref(), config.as_deref(), format).await
+        }
+        Command::Plan(args) => plan(args).await,
+        Command::Provider(cmd) => provider(cmd).await,
         Command::Status { server, format } => status(&server, format),
         Command::Audit(cmd) => audit(cmd).await,
         Command::Schema { kind } => schema(kind.as_deref()),
@@ -327,6 +362,7 @@ async fn up(args: UpArgs) -> Result<ExitCode> {
         pass_budget: args.tuning.pass_budget,
         providers: Default::default(),
         clusters: Default::default(),
+        not_built: Vec::new(),
         safeguards: args.tuning.safeguards,
     };
     daemon::run(opts, |addr, data_dir, database| {
@@ -355,7 +391,7 @@ async fn up(args: UpArgs) -> Result<ExitCode> {
 
 async fn daemon_verb(args: DaemonArgs) -> Result<ExitCode> {
     let config = match &args.config {
-        Some(path) => Some(crate::config::load(path)?),
+        Some(path) => Some(crate::config::load(path)?.0),
         None => None,
     };
     let opts = crate::config::daemon_options(args, config)?;
@@ -388,9 +424,14 @@ fn schema(kind: Option<&str>) -> Result<ExitCode> {
     }
 }
 
-fn plan(args: PlanArgs) -> Result<ExitCode> {
+async fn plan(args: PlanArgs) -> Result<ExitCode> {
     let repo = GitRepo::open(&args.repo)?;
-    let plan = crate::plan::plan_revisions(&repo, &args.base, &args.head, &args.path)?;
+    let config = match &args.config {
+        Some(path) => crate::config::load(path)?.0,
+        None => Default::default(),
+    };
+    let renderers = crate::providers::Renderers::from_config(&config.providers, &config.clusters)?;
+    let plan = crate::plan::plan_revisions(&repo, &args.base, &args.head, &args.path, &renderers).await?;
     match args.format {
         PlanFormat::Text => print!("{}", crate::plan::render_text(&plan)),
         PlanFormat::Markdown => print!("{}", crate::plan::render_markdown(&plan)),
@@ -433,6 +474,89 @@ fn status(server: &str, format: Format) -> Result<ExitCode> {
         println!("(no apps yet)");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn provider(cmd: ProviderCommand) -> Result<ExitCode> {
+    match cmd {
+        ProviderCommand::Types { format } => {
+            let factories = crate::providers::factories(Default::default());
+            let types: Vec<serde_json::Value> = factories
+                .types()
+                .filter_map(|t| factories.get(t).ok())
+                .map(|f| serde_json::json!({"type": f.provider_type(), "summary": f.summary(), "capabilities": f.capabilities()}))
+                .collect();
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&serde_json::json!({"types": types}))?),
+                Format::Text => {
+                    println!("{:<12} {:<60} SUMMARY", "TYPE", "CAPABILITIES");
+                    for t in &types {
+                        let caps: Vec<&str> =
+                            t["capabilities"].as_array().into_iter().flatten().filter_map(|c| c.as_str()).collect();
+                        println!(
+                            "{:<12} {:<60} {}",
+                            t["type"].as_str().unwrap_or_default(),
+                            caps.join(","),
+                            t["summary"].as_str().unwrap_or_default()
+                        );
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ProviderCommand::Test { config, instance, data_dir, format } => {
+            let config = match &config {
+                Some(path) => crate::config::load(path)?.0,
+                None => Default::default(),
+            };
+            let temp;
+            let dir = match data_dir {
+                Some(dir) => dir,
+                None => {
+                    temp = tempfile::tempdir().context("creating a temporary data directory")?;
+                    temp.path().to_path_buf()
+                }
+            };
+            let specs = crate::providers::specs(&config.providers)?;
+            let name = match instance {
+                Some(name) => name,
+                None if specs.len() == 1 => specs[0].name.to_string(),
+                None => bail!(
+                    "the config declares {} provider instances; say which with --instance ({})",
+                    specs.len(),
+                    specs.iter().map(|s| s.name.to_string()).collect::<Vec<_>>().join(", ")
+                ),
+            };
+            let Some(spec) = specs.iter().find(|s| s.name.as_str() == name) else {
+                bail!(
+                    "no provider instance {name:?}; the config declares: {}",
+                    specs.iter().map(|s| s.name.to_string()).collect::<Vec<_>>().join(", ")
+                );
+            };
+            let factories = crate::providers::factories(Default::default());
+            let factory = factories.get(&spec.provider_type).map_err(|e| anyhow::anyhow!("provider {name}: {e}"))?;
+            let env = keelson_provider_api::BuildEnv {
+                data_dir: dir,
+                clock: std::sync::Arc::new(keelson_provider_api::SystemClock),
+            };
+            let built = factory
+                .build(&spec.name, &spec.settings, &env)
+                .await
+                .with_context(|| format!("starting provider instance {name} ({})", spec.provider_type))?;
+            let subject = keelson_provider_api::conformance::Subject {
+                provider: built.provider.as_ref(),
+                router: built.router.as_deref(),
+                metrics: built.metrics.as_deref(),
+            };
+            let options =
+                keelson_provider_api::conformance::Options { call_timeout: spec.timeout.max(Duration::from_secs(1)) };
+            let report = keelson_provider_api::conformance::run_with(subject, options).await;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                Format::Text => print!("{report}"),
+            }
+            Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+    }
 }
 
 async fn audit(cmd: AuditCommand) -> Result<ExitCode> {

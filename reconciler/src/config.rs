@@ -6,42 +6,102 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use keelson_manifest::config::{Config, parse_config};
+use keelson_manifest::config::{Config, check_config};
+use keelson_manifest::yaml::{Document, pointer_push};
+use keelson_manifest::{Diagnostic, Kind, Severity, not_built};
+use serde_json::json;
 
 use crate::cli::{DaemonArgs, parse_duration};
 use crate::daemon::DaemonOptions;
 
 /// Reads and validates a config file; every problem is reported as `file:line:col: error: …`.
-pub fn load(path: &Path) -> Result<Config> {
+/// Warnings (settings accepted but not carried out) come back beside the config.
+pub fn load(path: &Path) -> Result<(Config, Vec<Diagnostic>)> {
     let bytes = std::fs::read(path).with_context(|| format!("reading config {}", path.display()))?;
-    parse_config(&path.display().to_string(), &bytes).map_err(|diagnostics| {
-        let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
-        anyhow::anyhow!("invalid config {}:\n{}", path.display(), lines.join("\n"))
-    })
+    let (config, diagnostics) = check(&path.display().to_string(), &bytes);
+    match config {
+        Some(config) => Ok((config, diagnostics)),
+        None => {
+            let lines: Vec<String> = diagnostics.iter().filter(|d| d.is_error()).map(ToString::to_string).collect();
+            Err(anyhow::anyhow!("invalid config {}:\n{}", path.display(), lines.join("\n")))
+        }
+    }
+}
+
+/// Validates a config document: its schema and settings that are not built yet, then each provider
+/// instance's settings against the schema its type declares. The config is returned (with its
+/// warnings) only when there is no error.
+pub fn check(file: &str, bytes: &[u8]) -> (Option<Config>, Vec<Diagnostic>) {
+    let (config, mut diagnostics) = match check_config(file, bytes) {
+        Ok(found) => found,
+        Err(errors) => return (None, errors),
+    };
+    if let Ok(mut docs) = keelson_manifest::yaml::parse(file, bytes)
+        && !docs.is_empty()
+    {
+        let doc = docs.remove(0);
+        diagnostics.extend(check_provider_settings(file, &doc, &config));
+    }
+    if diagnostics.iter().any(Diagnostic::is_error) { (None, diagnostics) } else { (Some(config), diagnostics) }
+}
+
+/// Each `providers.<name>` against its type: a known `type:`, and settings that type accepts.
+fn check_provider_settings(file: &str, doc: &Document, config: &Config) -> Vec<Diagnostic> {
+    let factories = crate::providers::factories(Default::default());
+    let mut out = Vec::new();
+    for (name, provider) in &config.providers {
+        let instance = pointer_push("/providers", name);
+        let factory = match factories.get(&provider.kind) {
+            Ok(f) => f,
+            Err(message) => {
+                let pointer = pointer_push(&instance, "type");
+                out.push(Diagnostic::error(
+                    file,
+                    doc.spans.locate_value(&pointer),
+                    &pointer,
+                    "config.provider-type",
+                    format!("provider `{name}`: {message}"),
+                ));
+                continue;
+            }
+        };
+        let mut settings = factory.settings_schema();
+        let properties = settings.as_object_mut().and_then(|o| {
+            o.insert("additionalProperties".into(), json!(false));
+            o.entry("properties").or_insert_with(|| json!({})).as_object_mut()
+        });
+        if let Some(properties) = properties {
+            properties.insert("type".into(), json!({"type": "string"}));
+            properties.insert("timeout".into(), json!({"type": "string"}));
+        }
+        let wrapper = json!({"type": "object", "properties": {"providers": {"type": "object",
+            "properties": {name.clone(): settings}}}});
+        out.extend(keelson_manifest::schema::validate_with(file, doc, &wrapper));
+    }
+    out
+}
+
+/// Settings of a typed config that are accepted but not carried out (see
+/// [`keelson_manifest::not_built`]): errors for those unsafe to ignore, as `(severity, message)`.
+pub fn not_built_settings(config: &Config) -> Vec<(Severity, String)> {
+    let value = serde_json::to_value(config).unwrap_or_default();
+    not_built::findings(Kind::Config, &value).into_iter().map(|(row, _, message)| (row.severity, message)).collect()
 }
 
 /// Merges flags over the config file over built-in defaults.
 pub fn daemon_options(args: DaemonArgs, config: Option<Config>) -> Result<DaemonOptions> {
     let config = config.unwrap_or_default();
     let source = config.source.clone().unwrap_or_default();
-    if source.require_signed_commits {
-        bail!(
-            "source.requireSignedCommits is set, but signed-commit verification is not built yet; \
-             refusing to run without the protection you asked for (remove the setting to run unverified)"
-        );
-    }
-    if source.webhook.is_some() {
-        tracing::warn!("source.webhook is not built yet and is ignored; the tracked branch is watched and polled");
-    }
-    if config.drift.is_some() {
-        tracing::warn!("drift.schedule is not built yet and is ignored");
+    // One table says what is not built (keelson_manifest::not_built); `load` already refused its
+    // errors with positions, this covers a config that did not come through it.
+    let mut not_built = Vec::new();
+    for (severity, message) in not_built_settings(&config) {
+        match severity {
+            Severity::Error => bail!("{message}"),
+            Severity::Warning => not_built.push(message),
+        }
     }
     let status = config.status.clone().unwrap_or_default();
-    if status.repo.is_some() {
-        bail!(
-            "status.repo (a separate status repository) is not built yet; remove it to record on the state repository"
-        );
-    }
     let repo = args.repo.or(source.repo).context("no repository: pass --repo PATH or set source.repo in the config")?;
     if repo.contains("://") || repo.starts_with("git@") {
         bail!(
@@ -74,7 +134,58 @@ pub fn daemon_options(args: DaemonArgs, config: Option<Config>) -> Result<Daemon
         progress_deadline: args.tuning.progress_deadline,
         pass_budget: args.tuning.pass_budget,
         providers: config.providers.clone(),
-        clusters: config.clusters.iter().map(|(k, v)| (k.clone(), v.workloads.clone())).collect(),
+        clusters: config.clusters.clone(),
+        not_built,
         safeguards: args.tuning.safeguards,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn diagnostics(yaml: &str) -> Vec<String> {
+        check("keelson.yaml", yaml.as_bytes()).1.iter().filter(|d| d.is_error()).map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn provider_settings_are_checked_against_their_type_with_positions() {
+        let yaml = "apiVersion: keelson.dev/v1alpha1\nkind: Config\nproviders:\n  lab:\n    type: sim\n    \
+                    rolloutTime: soon\n    faults:\n      hang: [forever]\n    colour: blue\n";
+        let found = diagnostics(yaml);
+        assert_eq!(found.len(), 3, "{found:#?}");
+        assert!(found[0].starts_with("keelson.yaml:6:18: error: "), "{found:#?}");
+        assert!(found[0].contains("a duration such as 250ms, 2s or 1m30s"), "{found:#?}");
+        assert!(found[1].starts_with("keelson.yaml:8:14: error: "), "{found:#?}");
+        assert!(found[1].contains("expected one of `observe`, `apply`"), "{found:#?}");
+        assert!(
+            found[2].starts_with("keelson.yaml:9:5: error: /providers/lab/colour: unknown field `colour`"),
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_provider_type_lists_the_types_of_this_build() {
+        let yaml = "apiVersion: keelson.dev/v1alpha1\nkind: Config\nproviders:\n  k8s:\n    type: kubernetes\n";
+        let found = diagnostics(yaml);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(
+            found[0].starts_with(
+                "keelson.yaml:5:11: error: /providers/k8s/type: provider `k8s`: unknown provider type \"kubernetes\"; this build has: sim"
+            ),
+            "{found:#?}"
+        );
+        assert!(check("keelson.yaml", yaml.as_bytes()).0.is_none());
+    }
+
+    #[test]
+    fn valid_settings_and_a_timeout_pass() {
+        let yaml = "apiVersion: keelson.dev/v1alpha1\nkind: Config\nproviders:\n  lab:\n    type: sim\n    timeout: 2s\n    \
+                    rolloutTime: 1s\n    faults:\n      degrade:\n        canary: {successRate: 90, latencyP99Ms: 800}\n\
+                    clusters:\n  prod:\n    workloads: lab\n    mesh: lab\n    metrics: lab\n";
+        let (config, found) = check("keelson.yaml", yaml.as_bytes());
+        assert!(!found.iter().any(Diagnostic::is_error), "{found:#?}");
+        let config = config.unwrap();
+        assert_eq!(config.clusters["prod"].mesh.as_deref(), Some("lab"), "every role is kept");
+    }
 }

@@ -13,15 +13,14 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use keelson_manifest::config::ProviderConfig;
-use keelson_providers::sim::{SimConfig, SimProvider};
-use keelson_providers::{Registry, SystemClock};
+use keelson_manifest::config::{ClusterBinding, ProviderConfig};
+use keelson_provider_sim::SimConfig;
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::api::server::{ServeLimits, default_max_connections, serve};
 use crate::api::{ApiState, router};
 use crate::engine::state::{Fleet, SourceStatus};
-use crate::engine::{Bindings, Engine, EngineSettings};
+use crate::engine::{Engine, EngineSettings};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::record::{StatusBranch, drain_outbox, final_drain, run_recorder};
@@ -50,8 +49,10 @@ pub struct DaemonOptions {
     pub pass_budget: Duration,
     /// Named provider instances (`providers:` in config); empty means one `sim` instance for every cluster.
     pub providers: BTreeMap<String, ProviderConfig>,
-    /// Cluster name → provider instance serving its workloads (`clusters:` in config).
-    pub clusters: BTreeMap<String, String>,
+    /// Cluster name → provider instance per role (`clusters:` in config).
+    pub clusters: BTreeMap<String, ClusterBinding>,
+    /// Config settings accepted but not carried out, one message each (logged, and in `/api/v1/status`).
+    pub not_built: Vec<String>,
     /// API connection limits, the shutdown deadline, `--new-audit-chain`.
     pub safeguards: safeguards::Safeguards,
 }
@@ -77,7 +78,11 @@ pub async fn run(opts: DaemonOptions, on_listening: impl FnOnce(SocketAddr, &Pat
     let ledger = Ledger::open(&database).await.context("opening the audit ledger")?;
     // From here on the database string is only shown without its password.
     let database = crate::ledger::redact(&database);
-    let (registry, bindings) = providers(&opts, &data_dir).await?;
+    let sim_defaults = SimConfig { rollout_time: opts.sim_rollout_time, ..SimConfig::default() };
+    let providers = crate::providers::build(&opts.providers, &opts.clusters, sim_defaults, &data_dir).await?;
+    if providers.status.simulated {
+        tracing::info!("{}", providers.status.message);
+    }
 
     let metrics = Arc::new(Metrics::new());
     let status_branch = StatusBranch::new(repo.clone(), &opts.status_branch);
@@ -92,7 +97,11 @@ pub async fn run(opts: DaemonOptions, on_listening: impl FnOnce(SocketAddr, &Pat
         Err(e) if e.is::<crate::record::WritesStopped>() => {}
         Err(e) => return Err(e.context("draining the status outbox")),
     }
+    for message in &opts.not_built {
+        tracing::warn!(setting = "config", "{message}");
+    }
     let fleet = Arc::new(RwLock::new(Fleet {
+        config_not_built: opts.not_built.clone(),
         apps: Default::default(),
         source: SourceStatus {
             repo: repo.root().display().to_string(),
@@ -100,6 +109,7 @@ pub async fn run(opts: DaemonOptions, on_listening: impl FnOnce(SocketAddr, &Pat
             path: opts.path.clone(),
             ..SourceStatus::default()
         },
+        providers: providers.status.clone(),
     }));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -141,8 +151,7 @@ pub async fn run(opts: DaemonOptions, on_listening: impl FnOnce(SocketAddr, &Pat
     let engine = Engine::new(
         repo.clone(),
         ledger.clone(),
-        registry,
-        bindings,
+        providers,
         EngineSettings {
             branch: opts.branch.clone(),
             path: opts.path.clone(),
@@ -180,40 +189,6 @@ pub async fn run(opts: DaemonOptions, on_listening: impl FnOnce(SocketAddr, &Pat
         tracing::warn!("the ledger's connections did not close within the shutdown deadline");
     }
     result
-}
-
-/// Builds the provider instances and the cluster bindings; without config, one `sim` serves every cluster.
-async fn providers(opts: &DaemonOptions, data_dir: &Path) -> Result<(Registry, Bindings)> {
-    let mut registry = Registry::new();
-    let sim_config = SimConfig { rollout_time: opts.sim_rollout_time, ..SimConfig::default() };
-    if opts.providers.is_empty() {
-        let sim = SimProvider::open(&data_dir.join("sim.db"), "sim", Arc::new(SystemClock), sim_config)
-            .await
-            .context("opening the simulator")?;
-        registry.insert("sim", Arc::new(sim));
-        return Ok((registry, Bindings { default_instance: Some("sim".into()), clusters: Default::default() }));
-    }
-    for (name, provider) in &opts.providers {
-        match provider.kind.as_str() {
-            "sim" => {
-                let file = if name == "sim" { "sim.db".to_owned() } else { format!("sim-{name}.db") };
-                let sim = SimProvider::open(&data_dir.join(file), name, Arc::new(SystemClock), sim_config.clone())
-                    .await
-                    .with_context(|| format!("opening provider {name} (sim)"))?;
-                registry.insert(name.clone(), Arc::new(sim));
-            }
-            other => bail!(
-                "provider {name}: type {other:?} is not available in this build (available: sim); \
-                 see the status table in README.md"
-            ),
-        }
-    }
-    for (cluster, instance) in &opts.clusters {
-        if registry.get(instance).is_err() {
-            bail!("cluster {cluster}: workloads provider {instance:?} is not defined under `providers:`");
-        }
-    }
-    Ok((registry, Bindings { default_instance: None, clusters: opts.clusters.clone() }))
 }
 
 async fn wait_for_signal() {

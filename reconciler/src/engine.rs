@@ -10,8 +10,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use keelson_manifest::{DesiredState, LoadedApp, Loader};
-use keelson_providers::{DesiredResource, Health, IdempotencyKey, Outcome, Owner, Registry, RenderCtx, Variant};
+use keelson_manifest::{CommitId, DesiredState, Digest, LoadedApp, Loader};
+use keelson_provider_api::{
+    DesiredResource, ErrorClass, Health, IdempotencyKey, Outcome, RenderCtx, ResourceId, Variant,
+};
 use serde_json::json;
 use tokio::sync::{Notify, mpsc, watch};
 
@@ -19,29 +21,13 @@ use crate::crash::{crash_point, point};
 use crate::ledger::{Ledger, LedgerEntry, NewEntry, RolloutRef};
 use crate::metrics::Metrics;
 use crate::policy::{ChangeCtx, PolicySet, Verdict, VerdictKind, blocked_by};
+use crate::providers::Providers;
 use crate::source::{GitRepo, Snapshot};
 use decide::{Decision, decide};
 use state::{AppStatus, Fleet, Phase, Progress, ResourceStatus};
 
 /// Who the ledger names as the actor of the daemon's own transitions.
 pub const ACTOR: &str = "keelson";
-
-/// Which provider instance serves each cluster's workloads.
-#[derive(Debug, Clone, Default)]
-pub struct Bindings {
-    /// Instance for clusters not listed (`sim` for `keelson up`).
-    pub default_instance: Option<String>,
-    pub clusters: BTreeMap<String, String>,
-}
-
-impl Bindings {
-    /// The workloads instance of `cluster`.
-    pub fn workloads(&self, cluster: &str) -> Result<String> {
-        self.clusters.get(cluster).or(self.default_instance.as_ref()).cloned().with_context(|| {
-            format!("cluster {cluster:?} has no workloads provider; bind it under `clusters:` in the daemon config")
-        })
-    }
-}
 
 /// Settings of the engine.
 #[derive(Debug, Clone)]
@@ -62,8 +48,7 @@ pub struct EngineSettings {
 pub struct Engine {
     repo: GitRepo,
     ledger: Ledger,
-    registry: Registry,
-    bindings: Bindings,
+    providers: Providers,
     settings: EngineSettings,
     fleet: Arc<RwLock<Fleet>>,
     metrics: Arc<Metrics>,
@@ -87,9 +72,24 @@ pub struct Engine {
     deferred: usize,
     /// Backoff of a source that could not be read.
     source_retry: source_retry::SourceRetry,
-    /// The first 12 hex digits of the hash of ledger entry 1, which scope idempotency keys to
-    /// this audit chain (see [`Engine::key`]).
-    chain: std::sync::OnceLock<String>,
+    /// Apps whose last rollout failed with a transient error: not retried before the time given.
+    backoff: HashMap<String, Backoff>,
+}
+
+/// When an app that failed with a transient error may be tried again.
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    attempts: u32,
+    until: Instant,
+}
+
+impl Backoff {
+    /// 1 s after the first failure, doubling to at most 5 minutes.
+    fn after(previous: Option<Backoff>, now: Instant) -> Backoff {
+        let attempts = previous.map_or(1, |b| b.attempts.saturating_add(1));
+        let delay = Duration::from_secs(1u64 << attempts.saturating_sub(1).min(9)).min(Duration::from_secs(300));
+        Backoff { attempts, until: now + delay }
+    }
 }
 
 impl Engine {
@@ -98,8 +98,7 @@ impl Engine {
     pub fn new(
         repo: GitRepo,
         ledger: Ledger,
-        registry: Registry,
-        bindings: Bindings,
+        providers: Providers,
         settings: EngineSettings,
         fleet: Arc<RwLock<Fleet>>,
         metrics: Arc<Metrics>,
@@ -108,8 +107,7 @@ impl Engine {
         Self {
             repo,
             ledger,
-            registry,
-            bindings,
+            providers,
             settings,
             fleet,
             metrics,
@@ -125,20 +123,8 @@ impl Engine {
             previous: HashMap::new(),
             deferred: 0,
             source_retry: source_retry::SourceRetry::default(),
-            chain: std::sync::OnceLock::new(),
+            backoff: HashMap::new(),
         }
-    }
-
-    /// The idempotency key of one provider call. Rollout ids are ledger seqs, which a new audit
-    /// chain (`--new-audit-chain`) numbers from 1 again: without the chain's id in the key, a
-    /// provider that remembers keys (the simulator, APIs with client tokens) would take the new
-    /// chain's first rollouts for replays of the old chain's and silently not apply them.
-    fn key(&self, app: &str, rollout: i64, step: u32, resource: &str) -> IdempotencyKey {
-        let app = match self.chain.get() {
-            Some(chain) => format!("{app}@{chain}"),
-            None => app.to_owned(),
-        };
-        IdempotencyKey { app, rollout, step, resource: resource.to_owned() }
     }
 
     /// Runs until `shutdown` turns true: resumes from the ledger, then reacts to ref moves and ticks.
@@ -178,9 +164,6 @@ impl Engine {
         let mut after = 0;
         loop {
             let batch = self.ledger.entries_after(after, 10_000).await?;
-            if let Some(first) = batch.first().filter(|e| e.seq == 1) {
-                let _ = self.chain.set(short(&first.hash).to_owned());
-            }
             let Some(last) = batch.last() else { break };
             after = last.seq;
             fleet.replay(batch);
@@ -205,7 +188,7 @@ impl Engine {
     }
 
     /// An intent without an outcome: the daemon stopped between the two. Observe the provider and
-    /// record what really happened; replaying the same keys never acts twice.
+    /// record what really happened; only what is not yet as the intent wanted is carried out again.
     async fn settle_open_intent(&mut self, intent: LedgerEntry) -> Result<()> {
         let detail = intent.detail_json();
         let app = intent.app.clone();
@@ -214,31 +197,52 @@ impl Engine {
         tracing::warn!(app, seq = intent.seq, op, "found an open intent from an interrupted run; settling it");
         let rollout = intent.rollout.unwrap_or(intent.seq);
         let step = detail.get("step").and_then(|v| v.as_u64()).unwrap_or(1) as u32;
+        let inventory = {
+            let fleet = self.fleet.read().unwrap_or_else(|e| e.into_inner());
+            fleet.apps.get(&app).map(|s| s.inventory.clone()).unwrap_or_default()
+        };
         let result: Result<Vec<(String, Outcome)>> = async {
             let mut outcomes = Vec::new();
-            if instance.is_empty() && op == "delete" {
+            if op == "delete" {
+                // The ids the intent named (older ledgers did not name them: the recorded inventory).
+                let ids: Vec<ResourceId> = match detail.get("resources") {
+                    Some(ids) => {
+                        serde_json::from_value(ids.clone()).context("intent detail has unreadable resources")?
+                    }
+                    None => inventory,
+                };
+                for id in ids {
+                    let o = self.delete_resource(&id, &key(&app, rollout, step, &id.to_string())).await?;
+                    outcomes.push((id.to_string(), o));
+                }
                 return Ok(outcomes);
             }
-            let provider = self.registry.get(&instance)?;
-            if op == "delete" {
-                for id in provider.list(&Owner { app: app.clone() }).await? {
-                    let key = self.key(&app, rollout, step, &id.to_string());
-                    outcomes.push((id.to_string(), provider.delete(&id, &key).await?));
-                }
-            } else {
-                let resources: Vec<DesiredResource> =
-                    serde_json::from_value(detail.get("resources").cloned().unwrap_or_default())
-                        .context("intent detail has no resources")?;
-                let observed = provider.observe(&resources.iter().map(|r| r.id.clone()).collect::<Vec<_>>()).await?;
-                for r in &resources {
-                    let done = observed.iter().any(|o| o.id == r.id && o.digest.as_deref() == Some(r.digest.as_str()));
-                    let outcome = if done {
-                        Outcome::Replayed
-                    } else {
-                        provider.apply(r, &self.key(&app, rollout, step, &r.id.to_string())).await?
-                    };
-                    outcomes.push((r.id.to_string(), outcome));
-                }
+            let resources: Vec<DesiredResource> =
+                serde_json::from_value(detail.get("resources").cloned().unwrap_or_default())
+                    .context("intent detail has no resources")?;
+            let bound = self.providers.instances.get(&instance)?;
+            let ids: Vec<ResourceId> = resources.iter().map(|r| r.id.clone()).collect();
+            let observed = bound.provider.observe(&ids).await;
+            for (r, (_, live)) in resources.iter().zip(observed) {
+                let done = match live {
+                    Ok(Some(o)) => o.digest.as_ref() == Some(&r.digest) && o.spec == r.spec,
+                    Ok(None) => false,
+                    Err(e) => return Err(anyhow::Error::new(e).context(format!("observing {}", r.id))),
+                };
+                let outcome = if done {
+                    Outcome::Replayed
+                } else {
+                    bound.provider.apply(r, &key(&app, rollout, step, &r.id.to_string())).await?
+                };
+                outcomes.push((r.id.to_string(), outcome));
+            }
+            let stale: Vec<ResourceId> = match detail.get("prune") {
+                Some(ids) => serde_json::from_value(ids.clone()).context("intent detail has unreadable prune ids")?,
+                None => Vec::new(),
+            };
+            for id in stale {
+                let o = self.delete_resource(&id, &key(&app, rollout, step, &id.to_string())).await?;
+                outcomes.push((id.to_string(), o));
             }
             Ok(outcomes)
         }
@@ -266,7 +270,7 @@ impl Engine {
                 to_state: "Failed".into(),
                 action: "failed".into(),
                 detail: json!({"intentSeq": intent.seq, "recovered": true, "instance": instance, "reason": "RecoveryFailed",
-                    "message": format!("{e:#}")}),
+                    "message": format!("{e:#}"), "class": error_class(&e)}),
                 ..base
             },
         };
@@ -275,6 +279,14 @@ impl Engine {
         }
         self.append(entry).await?;
         Ok(())
+    }
+
+    /// Deletes one resource through the instance that holds it.
+    async fn delete_resource(&self, id: &ResourceId, key: &IdempotencyKey) -> Result<Outcome> {
+        let bound = self.providers.instances.get(&id.instance)?;
+        let outcome = bound.provider.delete(id, key).await;
+        self.metrics.provider_call("delete", outcome.as_ref().map_or_else(|e| e.kind_label(), |o| o.label()));
+        Ok(outcome?)
     }
 
     /// The tracked ref may have moved: load the new commit (if any) and reconcile.
@@ -310,6 +322,11 @@ impl Engine {
         let mut all_diagnostics = outcome.diagnostics.clone();
         all_diagnostics.extend(policy_diagnostics);
         let diagnostics: Vec<String> = all_diagnostics.iter().map(|d| d.to_string()).collect();
+        let not_built: Vec<String> = all_diagnostics
+            .iter()
+            .filter(|d| d.rule == keelson_manifest::not_built::RULE)
+            .map(|d| d.to_string())
+            .collect();
         let errors = all_diagnostics.iter().filter(|d| d.is_error()).count();
         // A policy file with errors drops out of the desired state; holding every rollout keeps a
         // broken guardrail from silently disappearing.
@@ -341,6 +358,7 @@ impl Engine {
         let mut fleet = self.fleet.write().unwrap_or_else(|e| e.into_inner());
         fleet.source.commit = Some(head);
         fleet.source.diagnostics = diagnostics;
+        fleet.source.not_built = not_built;
         fleet.source.last_sync = Some(now_rfc3339());
         fleet.source.ready = true;
         Ok(())
@@ -452,8 +470,41 @@ impl Engine {
                     .await?;
                 }
                 Decision::StartRollout => {
+                    if let Some(wait) =
+                        self.backoff.get(&name).map(|b| b.until.saturating_duration_since(Instant::now()))
+                        && !wait.is_zero()
+                        && status.as_ref().is_some_and(|s| s.phase == Phase::Failed)
+                    {
+                        // A transient failure: tried again once its backoff has passed.
+                        deferred += 1;
+                        continue;
+                    }
                     acted = true;
                     let from = status.as_ref().map_or(Phase::Pending, |s| s.phase);
+                    let problems = self.providers.placement_problems(&app.app);
+                    if !problems.is_empty() {
+                        let unchanged = status.as_ref().is_some_and(|s| {
+                            s.phase == Phase::Blocked && s.reason == "MissingRole" && s.desired_digest == app.digest
+                        });
+                        if !unchanged {
+                            let message = problems.iter().map(|p| p.message.as_str()).collect::<Vec<_>>().join("; ");
+                            tracing::warn!(app = name, "rollout refused: {message}");
+                            self.append(NewEntry {
+                                app: name.clone(),
+                                desired_commit: snapshot.commit.clone(),
+                                desired_digest: app.digest.clone(),
+                                rollout: None,
+                                from_state: from.to_string(),
+                                to_state: Phase::Blocked.to_string(),
+                                action: "block".into(),
+                                actor: ACTOR.into(),
+                                detail: json!({"reason": "MissingRole",
+                                    "message": format!("{message}; the running version is kept"), "problems": problems}),
+                            })
+                            .await?;
+                        }
+                        continue;
+                    }
                     let verdicts = self.admit(app, snapshot, quota_verdicts.remove(&name).unwrap_or_default());
                     if let Some(block) = blocked_by(&verdicts) {
                         // A freeze closes by itself; a denial needs a new commit.
@@ -538,24 +589,33 @@ impl Engine {
     async fn rollout(&mut self, app: &LoadedApp, from: Phase, snapshot: &Snapshot, verdicts: &[Verdict]) -> Result<()> {
         let name = app.app.metadata.name.clone();
         self.previous.insert(name.clone(), app.app.clone());
-        let instance = match self.bindings.workloads(&app.app.spec.placement.cluster) {
+        let instance = match self.providers.workloads(&app.app.spec.placement.cluster) {
             Ok(i) => i,
-            Err(e) => return self.fail_before_start(app, from, snapshot, "NoProvider", format!("{e:#}")).await,
+            Err(message) => return self.fail_before_start(app, from, snapshot, "NoProvider", message).await,
         };
-        let provider = self.registry.get(&instance)?;
+        let bound = self.providers.instances.get(&instance)?.clone();
         let ctx = RenderCtx {
-            revision: snapshot.commit.clone(),
-            digest: app.digest.clone(),
+            instance: instance.clone(),
+            revision: CommitId::new(snapshot.commit.clone()),
+            digest: Digest::new(app.digest.clone()),
             variant: Variant::Stable,
             weight: 100,
         };
-        let resources = match provider.render(&app.app, &ctx).await {
+        let resources = match bound.renderer.render(&app.app, &ctx).await {
             Ok(r) => r,
             Err(e) => return self.fail_before_start(app, from, snapshot, "RenderFailed", e.to_string()).await,
         };
-        let ids: Vec<_> = resources.iter().map(|r| r.id.clone()).collect();
-        let observed = provider.observe(&ids).await.unwrap_or_default();
-        let changes = crate::plan::resource_changes(&resources, &observed);
+        let ids: Vec<ResourceId> = resources.iter().map(|r| r.id.clone()).collect();
+        // What the app applied before but no longer renders: deleted after the applies if it prunes.
+        let stale: Vec<ResourceId> = if app_prunes(app) {
+            let fleet = self.fleet.read().unwrap_or_else(|e| e.into_inner());
+            let inventory = fleet.apps.get(&name).map(|s| s.inventory.as_slice()).unwrap_or_default();
+            inventory.iter().filter(|id| !ids.contains(id)).cloned().collect()
+        } else {
+            Vec::new()
+        };
+        let observed = bound.provider.observe(&ids).await;
+        let changes = crate::plan::resource_changes(&resources, &observed, &stale);
         let plan = self
             .append(NewEntry {
                 app: name.clone(),
@@ -572,6 +632,11 @@ impl Engine {
             .await?;
         let rollout = plan.seq;
         let (step, of) = (1u32, 1u32);
+        let mut intent_detail = json!({"key": format!("{name}/{rollout}/{step}"), "op": "apply", "instance": instance,
+            "step": step, "of": of, "resources": resources});
+        if !stale.is_empty() {
+            intent_detail["prune"] = json!(stale);
+        }
         let intent = self
             .append(NewEntry {
                 app: name.clone(),
@@ -582,43 +647,36 @@ impl Engine {
                 to_state: Phase::Progressing.to_string(),
                 action: "intent".into(),
                 actor: ACTOR.into(),
-                detail: json!({"key": format!("{name}/{rollout}/{step}"), "op": "apply", "instance": instance,
-                    "step": step, "of": of, "resources": resources}),
+                detail: intent_detail,
             })
             .await?;
         crash_point(point::AFTER_INTENT);
         self.started.insert(name.clone(), Instant::now());
         let mut outcomes = Vec::new();
-        let mut failure = None;
+        let mut failure: Option<(String, ErrorClass)> = None;
         for r in &resources {
-            let k = self.key(&name, rollout, step, &r.id.to_string());
-            match provider.apply(r, &k).await {
+            let k = key(&name, rollout, step, &r.id.to_string());
+            match bound.provider.apply(r, &k).await {
                 Ok(o) => {
-                    self.metrics.provider_call("apply", outcome_label(o));
+                    self.metrics.provider_call("apply", o.label());
                     outcomes.push((r.id.to_string(), o));
                 }
                 Err(e) => {
                     self.metrics.provider_call("apply", e.kind_label());
-                    failure = Some(format!("{}: {e}", r.id));
+                    failure = Some((format!("{}: {e}", r.id), e.class()));
                     break;
                 }
             }
         }
-        if failure.is_none() && app_prunes(app) {
-            // Resources this app owned before but no longer renders.
-            match provider.list(&Owner { app: name.clone() }).await {
-                Ok(existing) => {
-                    for id in existing.into_iter().filter(|id| !ids.contains(id)) {
-                        match provider.delete(&id, &self.key(&name, rollout, step, &id.to_string())).await {
-                            Ok(o) => outcomes.push((id.to_string(), o)),
-                            Err(e) => {
-                                failure = Some(format!("{id}: {e}"));
-                                break;
-                            }
-                        }
+        if failure.is_none() {
+            for id in &stale {
+                match self.delete_resource(id, &key(&name, rollout, step, &id.to_string())).await {
+                    Ok(o) => outcomes.push((id.to_string(), o)),
+                    Err(e) => {
+                        failure = Some((format!("{id}: {e:#}"), error_class(&e)));
+                        break;
                     }
                 }
-                Err(e) => failure = Some(format!("listing resources of {name}: {e}")),
             }
         }
         crash_point(point::AFTER_PROVIDER_CALL);
@@ -641,13 +699,26 @@ impl Engine {
                     "outcomes": outcome_map(&outcomes)}),
                 ..base
             },
-            Some(message) => NewEntry {
-                to_state: Phase::Failed.to_string(),
-                action: "failed".into(),
-                detail: json!({"intentSeq": intent.seq, "instance": instance, "reason": "ApplyFailed", "message": message,
-                    "outcomes": outcome_map(&outcomes)}),
-                ..base
-            },
+            Some((message, class)) => {
+                if class == ErrorClass::Transient {
+                    let next = Backoff::after(self.backoff.get(&name).copied(), Instant::now());
+                    self.backoff.insert(name.clone(), next);
+                }
+                let message = match class {
+                    ErrorClass::Transient => format!("{message}; retrying after a backoff"),
+                    ErrorClass::Conflict => format!(
+                        "{message}; another writer owns these fields: resolve it, then push a new commit or `Keelson-Retry: {name}`"
+                    ),
+                    ErrorClass::Terminal => message,
+                };
+                NewEntry {
+                    to_state: Phase::Failed.to_string(),
+                    action: "failed".into(),
+                    detail: json!({"intentSeq": intent.seq, "instance": instance, "reason": "ApplyFailed", "message": message,
+                        "class": class, "outcomes": outcome_map(&outcomes)}),
+                    ..base
+                }
+            }
         };
         self.append(entry).await?;
         Ok(())
@@ -730,10 +801,11 @@ impl Engine {
         Ok(())
     }
 
-    /// The app left git: delete everything it owns.
+    /// The app left git: delete everything it applied (its recorded inventory, never a scan).
     async fn prune(&mut self, status: &AppStatus, snapshot: &Snapshot) -> Result<()> {
         let name = status.name.clone();
         let instance = status.instance.clone();
+        let ids = status.inventory.clone();
         let plan = self
             .append(NewEntry {
                 app: name.clone(),
@@ -744,7 +816,9 @@ impl Engine {
                 to_state: Phase::Planned.to_string(),
                 action: "plan".into(),
                 actor: ACTOR.into(),
-                detail: json!({"instance": instance, "op": "delete", "message": format!("{name} was removed from git at {}", short(&snapshot.commit))}),
+                detail: json!({"instance": instance, "op": "delete",
+                    "changes": ids.iter().map(|id| json!({"resource": id.to_string(), "change": "delete"})).collect::<Vec<_>>(),
+                    "message": format!("{name} was removed from git at {}", short(&snapshot.commit))}),
             })
             .await?;
         let rollout = plan.seq;
@@ -758,20 +832,16 @@ impl Engine {
                 to_state: Phase::Progressing.to_string(),
                 action: "intent".into(),
                 actor: ACTOR.into(),
-                detail: json!({"key": format!("{name}/{rollout}/1"), "op": "delete", "instance": instance, "step": 1, "of": 1}),
+                detail: json!({"key": format!("{name}/{rollout}/1"), "op": "delete", "instance": instance, "step": 1, "of": 1,
+                    "resources": ids}),
             })
             .await?;
         crash_point(point::AFTER_INTENT);
         let result: Result<Vec<(String, Outcome)>> = async {
             let mut outcomes = Vec::new();
-            if instance.is_empty() {
-                // Never rolled out (e.g. invalid from the start): nothing was created, nothing to delete.
-                return Ok(outcomes);
-            }
-            let provider = self.registry.get(&instance)?;
-            for id in provider.list(&Owner { app: name.clone() }).await? {
-                let o = provider.delete(&id, &self.key(&name, rollout, 1, &id.to_string())).await?;
-                self.metrics.provider_call("delete", outcome_label(o));
+            // An app never rolled out (e.g. invalid from the start) has an empty inventory.
+            for id in &ids {
+                let o = self.delete_resource(id, &key(&name, rollout, 1, &id.to_string())).await?;
                 outcomes.push((id.to_string(), o));
             }
             Ok(outcomes)
@@ -787,7 +857,8 @@ impl Engine {
             Err(e) => (
                 Phase::Failed,
                 "failed",
-                json!({"intentSeq": intent.seq, "instance": instance, "reason": "DeleteFailed", "message": format!("{e:#}")}),
+                json!({"intentSeq": intent.seq, "instance": instance, "reason": "DeleteFailed", "message": format!("{e:#}"),
+                    "class": error_class(&e)}),
             ),
         };
         self.append(NewEntry {
@@ -807,25 +878,47 @@ impl Engine {
 
     /// Observes an in-flight rollout; records Healthy when every resource is, Failed past the deadline.
     async fn check_progress(&mut self, status: &AppStatus) -> Result<()> {
-        let provider = self.registry.get(&status.instance)?;
-        let ids = provider.list(&Owner { app: status.name.clone() }).await?;
+        let ids = status.inventory.clone();
+        let mut by_instance: BTreeMap<&str, Vec<ResourceId>> = BTreeMap::new();
+        for id in &ids {
+            by_instance.entry(id.instance.as_str()).or_default().push(id.clone());
+        }
         let mut resources = Vec::with_capacity(ids.len());
         let (mut ready, mut desired, mut all_healthy) = (0u32, 0u32, true);
-        for id in &ids {
-            let health = provider.health(id).await?;
-            match &health {
-                Health::Healthy => {}
-                Health::Progressing { ready: r, desired: d, .. } => {
-                    ready += r;
-                    desired += d;
-                    all_healthy = false;
+        let mut observed_digest = None;
+        for (instance, ids) in by_instance {
+            let bound = self.providers.instances.get(instance)?;
+            for (id, health) in bound.provider.health(&ids).await {
+                let health = match health {
+                    Ok(h) => h,
+                    Err(e) => {
+                        // One resource that cannot be read keeps the app from Healthy, nothing more.
+                        tracing::warn!(app = status.name, resource = %id, error = %e, "health check failed");
+                        all_healthy = false;
+                        continue;
+                    }
+                };
+                match &health {
+                    Health::Healthy => {}
+                    Health::Progressing { ready: r, desired: d, .. } => {
+                        ready += r;
+                        desired += d;
+                        all_healthy = false;
+                    }
+                    Health::Degraded { .. } | Health::Missing => all_healthy = false,
                 }
-                Health::Degraded { .. } | Health::Missing => all_healthy = false,
+                resources.push(ResourceStatus { id, health });
             }
-            resources.push(ResourceStatus { id: id.clone(), health });
+            if observed_digest.is_none() {
+                observed_digest = bound
+                    .provider
+                    .observe(&ids)
+                    .await
+                    .into_iter()
+                    .find_map(|(_, o)| o.ok().flatten().and_then(|o| o.digest))
+                    .map(Digest::into_string);
+            }
         }
-        let observed = provider.observe(&ids).await?;
-        let observed_digest = observed.iter().find_map(|o| o.digest.clone());
         let current = observed_digest.as_deref() == Some(status.desired_digest.as_str());
         {
             let mut fleet = self.fleet.write().unwrap_or_else(|e| e.into_inner());
@@ -853,6 +946,7 @@ impl Engine {
         };
         if all_healthy && current && !ids.is_empty() {
             self.started.remove(&status.name);
+            self.backoff.remove(&status.name);
             self.append(NewEntry {
                 to_state: Phase::Healthy.to_string(),
                 action: "healthy".into(),
@@ -877,9 +971,6 @@ impl Engine {
     /// Appends one entry, folds it into the fleet, counts it and wakes the status recorder.
     async fn append(&self, entry: NewEntry) -> Result<LedgerEntry> {
         let e = self.ledger.append(entry).await.context("appending to the audit ledger")?;
-        if e.seq == 1 {
-            let _ = self.chain.set(short(&e.hash).to_owned());
-        }
         crash_point(point::AFTER_LEDGER_APPEND);
         tracing::info!(app = e.app, seq = e.seq, from = e.from_state, to = e.to_state, action = e.action, "transition");
         self.metrics.transition(&e.to_state, e.seq);
@@ -892,26 +983,25 @@ impl Engine {
     }
 }
 
-fn outcome_label(o: Outcome) -> &'static str {
-    match o {
-        Outcome::Created => "created",
-        Outcome::Updated => "updated",
-        Outcome::Unchanged => "unchanged",
-        Outcome::Deleted => "deleted",
-        Outcome::NotFound => "not_found",
-        Outcome::Replayed => "replayed",
-    }
+fn key(app: &str, rollout: i64, step: u32, resource: &str) -> IdempotencyKey {
+    IdempotencyKey { app: app.into(), rollout, step, resource: resource.to_owned() }
 }
 
 fn outcome_map(outcomes: &[(String, Outcome)]) -> serde_json::Value {
-    serde_json::Value::Object(outcomes.iter().map(|(id, o)| (id.clone(), json!(outcome_label(*o)))).collect())
+    serde_json::Value::Object(outcomes.iter().map(|(id, o)| (id.clone(), json!(o.label()))).collect())
 }
 
+/// The class of a provider error inside `e`; anything else (the ledger, a bad intent) is terminal.
+fn error_class(e: &anyhow::Error) -> ErrorClass {
+    e.chain()
+        .find_map(|cause| cause.downcast_ref::<keelson_provider_api::Error>())
+        .map_or(ErrorClass::Terminal, keelson_provider_api::Error::class)
+}
+
+/// `spec.sync.prune`: false unless written, whether or not a `sync:` block is there (as the
+/// manifest reference says).
 fn app_prunes(app: &LoadedApp) -> bool {
-    serde_json::to_value(&app.app.spec)
-        .ok()
-        .and_then(|v| v.pointer("/sync/prune").and_then(|p| p.as_bool()))
-        .unwrap_or(true)
+    app.app.spec.sync.as_ref().is_some_and(|s| s.prune)
 }
 
 /// Apps in an order where every app comes after what it depends on (Kahn's algorithm, ties by name).
@@ -968,4 +1058,52 @@ pub fn short(id: &str) -> &str {
 /// Now as RFC 3339 UTC.
 pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loaded(spec_extra: serde_json::Value) -> LoadedApp {
+        let mut spec = json!({"image": "img:1", "placement": {"cluster": "c"}});
+        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), spec_extra.as_object()) {
+            spec.extend(extra.clone());
+        }
+        let app =
+            json!({"apiVersion": "keelson.dev/v1alpha1", "kind": "App", "metadata": {"name": "web"}, "spec": spec});
+        LoadedApp {
+            app: serde_json::from_value(app).expect("valid app"),
+            file: "apps/web/deploy.yaml".into(),
+            digest: "d".into(),
+        }
+    }
+
+    /// One default (false) whether or not a `sync:` block is written.
+    #[test]
+    fn prune_is_off_unless_written() {
+        assert!(!app_prunes(&loaded(json!({}))), "no sync block");
+        assert!(!app_prunes(&loaded(json!({"sync": {"selfHeal": true}}))), "sync block without prune");
+        assert!(!app_prunes(&loaded(json!({"sync": {"prune": false}}))));
+        assert!(app_prunes(&loaded(json!({"sync": {"prune": true}}))));
+    }
+
+    #[test]
+    fn backoff_doubles_from_one_second_to_five_minutes() {
+        let now = Instant::now();
+        let mut b = None;
+        let mut delays = vec![];
+        for _ in 0..12 {
+            let next = Backoff::after(b, now);
+            delays.push((next.until - now).as_secs());
+            b = Some(next);
+        }
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+    }
+
+    #[test]
+    fn provider_errors_keep_their_class_through_context() {
+        let e = anyhow::Error::new(keelson_provider_api::Error::unavailable(&"lab".into(), "down")).context("deleting");
+        assert_eq!(error_class(&e), ErrorClass::Transient);
+        assert_eq!(error_class(&anyhow::anyhow!("the ledger is gone")), ErrorClass::Terminal);
+    }
 }

@@ -17,6 +17,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod plan;
 pub mod policy;
+pub mod providers;
 pub mod record;
 pub mod source;
 pub mod validate;

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use anyhow::Result;
 use keelson_manifest::{DesiredState, Diagnostic, LoadOutcome, Loader, RepoFile, Severity};
-use keelson_providers::{DesiredResource, Observed};
+use keelson_provider_api::{DesiredResource, Observed, RenderCtx, ResourceId, Variant};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -46,19 +46,81 @@ fn diff_into(pointer: String, old: Option<&Value>, new: Option<&Value>, out: &mu
     }
 }
 
-/// Per-resource changes of a rollout, for the ledger's `plan` entry.
-pub fn resource_changes(desired: &[DesiredResource], observed: &[Observed]) -> Vec<Value> {
-    desired
+/// Per-resource changes of a rollout, for the ledger's `plan` entry: what is created, what
+/// changes (by field), what is deleted, and what could not be observed (with why).
+pub fn resource_changes(
+    desired: &[DesiredResource],
+    observed: &[(ResourceId, keelson_provider_api::Result<Option<Observed>>)],
+    deletes: &[ResourceId],
+) -> Vec<Value> {
+    let mut out: Vec<Value> = desired
         .iter()
-        .filter_map(|r| match observed.iter().find(|o| o.id == r.id) {
-            None => Some(json!({"resource": r.id.to_string(), "change": "create"})),
-            Some(o) => {
+        .filter_map(|r| match observed.iter().find(|(id, _)| id == &r.id).map(|(_, o)| o) {
+            None | Some(Ok(None)) => Some(json!({"resource": r.id.to_string(), "change": "create"})),
+            Some(Ok(Some(o))) => {
                 let fields: Vec<String> = field_diff(&o.spec, &r.spec).into_iter().map(|c| c.pointer).collect();
                 (!fields.is_empty())
                     .then(|| json!({"resource": r.id.to_string(), "change": "update", "fields": fields}))
             }
+            Some(Err(e)) => Some(json!({"resource": r.id.to_string(), "change": "unknown",
+                "message": format!("could not be observed ({}): {e}", e.class())})),
         })
-        .collect()
+        .collect();
+    out.extend(deletes.iter().map(|id| json!({"resource": id.to_string(), "change": "delete"})));
+    out
+}
+
+/// What happens to one rendered resource between two revisions.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceChange {
+    /// `instance:Kind/namespace/name`.
+    pub resource: String,
+    /// `create`, `update` or `delete`.
+    pub change: &'static str,
+    /// The managed fields that change (for a create: every field).
+    pub fields: Vec<FieldChange>,
+}
+
+/// The rendered resources of an app at one revision, or why it cannot be rendered.
+async fn render_at(
+    renderers: &crate::providers::Renderers,
+    app: &keelson_manifest::LoadedApp,
+    commit: &str,
+) -> Result<Vec<DesiredResource>, String> {
+    let (instance, renderer) = renderers.for_cluster(&app.app.spec.placement.cluster)?;
+    let ctx = RenderCtx {
+        instance,
+        revision: commit.into(),
+        digest: app.digest.as_str().into(),
+        variant: Variant::Stable,
+        weight: 100,
+    };
+    renderer.render(&app.app, &ctx).await.map_err(|e| e.to_string())
+}
+
+/// Resource-level diff of two renders (either may be empty).
+fn diff_resources(base: &[DesiredResource], head: &[DesiredResource]) -> Vec<ResourceChange> {
+    let mut out = Vec::new();
+    for r in head {
+        match base.iter().find(|b| b.id == r.id) {
+            None => out.push(ResourceChange {
+                resource: r.id.to_string(),
+                change: "create",
+                fields: field_diff(&Value::Null, &r.spec),
+            }),
+            Some(b) => {
+                let fields = field_diff(&b.spec, &r.spec);
+                if !fields.is_empty() {
+                    out.push(ResourceChange { resource: r.id.to_string(), change: "update", fields });
+                }
+            }
+        }
+    }
+    for b in base.iter().filter(|b| !head.iter().any(|r| r.id == b.id)) {
+        out.push(ResourceChange { resource: b.id.to_string(), change: "delete", fields: Vec::new() });
+    }
+    out
 }
 
 /// How an app differs between two revisions.
@@ -79,6 +141,11 @@ pub struct AppChange {
     pub fields: Vec<FieldChange>,
     /// What policy says about this change (empty for removals).
     pub verdicts: Vec<Verdict>,
+    /// The rendered resources this change creates, changes or deletes.
+    pub resources: Vec<ResourceChange>,
+    /// Why the app cannot be rendered at head (the rollout would fail), if it cannot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub render_error: Option<String>,
 }
 
 /// What moving the tracked branch from `base` to `head` would do.
@@ -93,10 +160,11 @@ pub struct RevisionPlan {
 }
 
 impl RevisionPlan {
-    /// True when `head` has errors, or policy denies one of its changes (a freeze alone does not count:
-    /// the change rolls out once the window closes).
+    /// True when `head` has errors, an app cannot be rendered, or policy denies one of its changes
+    /// (a freeze alone does not count: the change rolls out once the window closes).
     pub fn has_errors(&self) -> bool {
         self.diagnostics.iter().any(Diagnostic::is_error)
+            || self.changes.iter().any(|c| c.render_error.is_some())
             || self.changes.iter().any(|c| blocked_by(&c.verdicts) == Some(crate::policy::Block::Policy))
     }
 }
@@ -167,6 +235,8 @@ pub fn diff_states(base: &DesiredState, head: &DesiredState) -> (Vec<AppChange>,
                 file: new.file.clone(),
                 fields: field_diff(&Value::Null, &to_value(&new.app)),
                 verdicts: Vec::new(),
+                resources: Vec::new(),
+                render_error: None,
             }),
             Some(old) if old.digest != new.digest => changes.push(AppChange {
                 app: name.clone(),
@@ -174,6 +244,8 @@ pub fn diff_states(base: &DesiredState, head: &DesiredState) -> (Vec<AppChange>,
                 file: new.file.clone(),
                 fields: field_diff(&to_value(&old.app), &to_value(&new.app)),
                 verdicts: Vec::new(),
+                resources: Vec::new(),
+                render_error: None,
             }),
             Some(_) => unchanged += 1,
         }
@@ -187,6 +259,8 @@ pub fn diff_states(base: &DesiredState, head: &DesiredState) -> (Vec<AppChange>,
                 file: old.file.clone(),
                 fields: Vec::new(),
                 verdicts: Vec::new(),
+                resources: Vec::new(),
+                render_error: None,
             });
         }
     }
@@ -198,15 +272,40 @@ fn to_value(app: &keelson_manifest::App) -> Value {
     serde_json::to_value(app).unwrap_or(Value::Null)
 }
 
-/// Plans `base..head` of a repository.
-pub fn plan_revisions(repo: &GitRepo, base: &str, head: &str, path: &str) -> Result<RevisionPlan> {
+/// Plans `base..head` of a repository, rendering each changed app through the renderer of its
+/// cluster's workloads provider (no credentials needed).
+pub async fn plan_revisions(
+    repo: &GitRepo,
+    base: &str,
+    head: &str,
+    path: &str,
+    renderers: &crate::providers::Renderers,
+) -> Result<RevisionPlan> {
     let (base_commit, base_state, _) = load_revision(repo, base, path)?;
     let (head_commit, head_state, policies) = load_revision(repo, head, path)?;
     let (mut changes, unchanged) = diff_states(&base_state.desired, &head_state.desired);
-    for change in changes.iter_mut().filter(|c| c.change != ChangeKind::Removed) {
-        let app = &head_state.desired.apps[&change.app];
-        let previous = base_state.desired.apps.get(&change.app).map(|a| &a.app);
-        change.verdicts = verdicts_for(&policies, &head_state.desired, app, previous, &head_commit);
+    for change in changes.iter_mut() {
+        let old = base_state.desired.apps.get(&change.app);
+        let new = head_state.desired.apps.get(&change.app);
+        if let Some(app) = new {
+            change.verdicts = verdicts_for(&policies, &head_state.desired, app, old.map(|a| &a.app), &head_commit);
+        }
+        // The base render is what runs now; an app that cannot be rendered at base shows as created.
+        let before = match old {
+            Some(app) => render_at(renderers, app, &base_commit).await.unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let after = match new {
+            Some(app) => match render_at(renderers, app, &head_commit).await {
+                Ok(r) => r,
+                Err(e) => {
+                    change.render_error = Some(e);
+                    continue;
+                }
+            },
+            None => Vec::new(),
+        };
+        change.resources = diff_resources(&before, &after);
     }
     Ok(RevisionPlan { base: base_commit, head: head_commit, changes, unchanged, diagnostics: head_state.diagnostics })
 }
@@ -224,6 +323,14 @@ fn symbol(kind: ChangeKind) -> &'static str {
         ChangeKind::Added => "+",
         ChangeKind::Changed => "~",
         ChangeKind::Removed => "-",
+    }
+}
+
+fn resource_symbol(change: &str) -> &'static str {
+    match change {
+        "create" => "+",
+        "delete" => "-",
+        _ => "~",
     }
 }
 
@@ -254,6 +361,17 @@ pub fn render_text(plan: &RevisionPlan) -> String {
                 }
             }
         }
+        if let Some(e) = &c.render_error {
+            let _ = writeln!(out, "    cannot render: {e}");
+        }
+        for r in &c.resources {
+            let _ = writeln!(out, "    {} {}", resource_symbol(r.change), r.resource);
+            if r.change == "update" {
+                for f in &r.fields {
+                    let _ = writeln!(out, "        {}: {} → {}", f.pointer, show(&f.old), show(&f.new));
+                }
+            }
+        }
         for v in &c.verdicts {
             let level = if v.blocking { "DENY" } else { "warn" };
             let _ =
@@ -281,15 +399,28 @@ pub fn render_markdown(plan: &RevisionPlan) -> String {
     );
     let _ = writeln!(out, "**{}**\n", summary(plan));
     if !plan.changes.is_empty() {
-        out.push_str("| | app | file | fields | policy |\n|---|---|---|---|---|\n");
+        out.push_str("| | app | file | fields | resources | policy |\n|---|---|---|---|---|---|\n");
         for c in &plan.changes {
             let policy = match blocked_by(&c.verdicts) {
                 Some(block) => format!(":no_entry: {}", block.reason()),
                 None if c.verdicts.is_empty() => ":white_check_mark:".to_owned(),
                 None => format!(":warning: {} warning(s)", c.verdicts.len()),
             };
-            let _ =
-                writeln!(out, "| {} | `{}` | `{}` | {} | {policy} |", symbol(c.change), c.app, c.file, c.fields.len());
+            let resources = match &c.render_error {
+                Some(_) => ":x: cannot render".to_owned(),
+                None => {
+                    let n = |k| c.resources.iter().filter(|r| r.change == k).count();
+                    format!("+{} ~{} -{}", n("create"), n("update"), n("delete"))
+                }
+            };
+            let _ = writeln!(
+                out,
+                "| {} | `{}` | `{}` | {} | {resources} | {policy} |",
+                symbol(c.change),
+                c.app,
+                c.file,
+                c.fields.len()
+            );
         }
         let verdicts: Vec<(&str, &Verdict)> =
             plan.changes.iter().flat_map(|c| c.verdicts.iter().map(move |v| (c.app.as_str(), v))).collect();
@@ -306,12 +437,20 @@ pub fn render_markdown(plan: &RevisionPlan) -> String {
                 );
             }
         }
-        for c in plan.changes.iter().filter(|c| c.change == ChangeKind::Changed) {
+        for c in plan.changes.iter().filter(|c| c.change == ChangeKind::Changed || !c.resources.is_empty()) {
             let _ = writeln!(out, "\n<details><summary><code>{}</code></summary>\n\n```diff", c.app);
-            for f in &c.fields {
-                let _ = writeln!(out, "- {}: {}\n+ {}: {}", f.pointer, show(&f.old), f.pointer, show(&f.new));
+            if c.change == ChangeKind::Changed {
+                for f in &c.fields {
+                    let _ = writeln!(out, "- {}: {}\n+ {}: {}", f.pointer, show(&f.old), f.pointer, show(&f.new));
+                }
+            }
+            for r in &c.resources {
+                let _ = writeln!(out, "{} {}", resource_symbol(r.change), r.resource);
             }
             out.push_str("```\n</details>\n");
+        }
+        for c in plan.changes.iter().filter_map(|c| c.render_error.as_ref().map(|e| (c, e))) {
+            let _ = writeln!(out, "\n:x: `{}` cannot be rendered: {}", c.0.app, c.1.replace('|', "\\|"));
         }
     }
     if !plan.diagnostics.is_empty() {
@@ -333,6 +472,60 @@ mod tests {
         let new = json!({"spec": {"replicas": 5, "image": "a", "new/key": true, "list": [1]}});
         let pointers: Vec<_> = field_diff(&old, &new).into_iter().map(|c| c.pointer).collect();
         assert_eq!(pointers, vec!["/spec/gone", "/spec/list", "/spec/new~1key", "/spec/replicas"]);
+    }
+
+    fn desired(name: &str, spec: Value) -> DesiredResource {
+        DesiredResource {
+            id: ResourceId::namespaced("sim", "sim.keelson.dev/v1", "Workload", "web", name),
+            owner: keelson_provider_api::Owner { app: "web".into() },
+            digest: "sha256:d".into(),
+            spec,
+        }
+    }
+
+    #[test]
+    fn resource_changes_say_create_update_delete_and_what_could_not_be_observed() {
+        let a = desired("a", json!({"replicas": 2}));
+        let b = desired("b", json!({"replicas": 2}));
+        let c = desired("c", json!({"replicas": 2}));
+        let gone = ResourceId::namespaced("sim", "sim.keelson.dev/v1", "Route", "web", "a");
+        let observed = vec![
+            (a.id.clone(), Ok(Some(Observed { id: a.id.clone(), digest: None, spec: json!({"replicas": 1}) }))),
+            (b.id.clone(), Ok(None)),
+            (c.id.clone(), Err(keelson_provider_api::Error::unavailable(&"sim".into(), "down"))),
+        ];
+        let changes = resource_changes(&[a, b, c], &observed, &[gone]);
+        let summary: Vec<(&str, &str)> =
+            changes.iter().map(|c| (c["resource"].as_str().unwrap(), c["change"].as_str().unwrap())).collect();
+        assert_eq!(
+            summary,
+            [
+                ("sim:Workload/web/a", "update"),
+                ("sim:Workload/web/b", "create"),
+                ("sim:Workload/web/c", "unknown"),
+                ("sim:Route/web/a", "delete")
+            ]
+        );
+        assert_eq!(changes[0]["fields"], json!(["/replicas"]));
+        assert!(changes[2]["message"].as_str().unwrap().contains("(transient)"), "{}", changes[2]);
+    }
+
+    #[test]
+    fn renders_diff_by_resource_id() {
+        let before = [desired("a", json!({"replicas": 1})), desired("old", json!({}))];
+        let after = [desired("a", json!({"replicas": 3})), desired("new", json!({"image": "x"}))];
+        let changes = diff_resources(&before, &after);
+        let summary: Vec<(&str, &str, usize)> =
+            changes.iter().map(|c| (c.resource.as_str(), c.change, c.fields.len())).collect();
+        assert_eq!(
+            summary,
+            [
+                ("sim:Workload/web/a", "update", 1),
+                ("sim:Workload/web/new", "create", 1),
+                ("sim:Workload/web/old", "delete", 0)
+            ]
+        );
+        assert!(diff_resources(&after, &after).is_empty());
     }
 
     #[test]

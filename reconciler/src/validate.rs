@@ -9,9 +9,19 @@ use serde_json::json;
 
 use crate::cli::Format;
 
-/// Validates `path` (a directory is read from the filesystem, work tree as it is now) and prints findings.
-pub fn run(path: &Path, format: Format) -> Result<ExitCode> {
-    let (files, diagnostics) = check(path)?;
+/// Validates `path` (a directory is read from the filesystem, work tree as it is now) and the
+/// daemon config file `config` (with a repository: each app's placement against it too), and prints
+/// findings. Without either, `path` is `.`.
+pub async fn run(path: Option<&Path>, config: Option<&Path>, format: Format) -> Result<ExitCode> {
+    let (mut files, mut diagnostics) = match (path, config) {
+        (None, Some(_)) => (0, Vec::new()),
+        (path, _) => check(path.unwrap_or(Path::new(".")))?,
+    };
+    if let Some(config) = config {
+        let (config_files, found) = check_config(path, config)?;
+        files += config_files;
+        diagnostics.extend(found);
+    }
     let errors = diagnostics.iter().filter(|d| d.is_error()).count();
     let warnings = diagnostics.len() - errors;
     match format {
@@ -35,7 +45,18 @@ pub fn run(path: &Path, format: Format) -> Result<ExitCode> {
 pub fn check(path: &Path) -> Result<(usize, Vec<Diagnostic>)> {
     if path.is_file() {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        return Ok((1, keelson_manifest::check_file(&path.display().to_string(), &bytes)));
+        let file = path.display().to_string();
+        let mut found = keelson_manifest::check_file(&file, &bytes);
+        // A daemon config's provider settings are checked against the schemas their types declare.
+        let is_config = keelson_manifest::yaml::parse(&file, &bytes).ok().is_some_and(|docs| {
+            docs.first().and_then(|d| d.value.get("kind")).and_then(|k| k.as_str()) == Some("Config")
+        });
+        if is_config && !found.iter().any(Diagnostic::is_error) {
+            let more: Vec<Diagnostic> =
+                crate::config::check(&file, &bytes).1.into_iter().filter(|d| !found.contains(d)).collect();
+            found.extend(more);
+        }
+        return Ok((1, found));
     }
     if !path.is_dir() {
         anyhow::bail!("{} does not exist", path.display());
@@ -66,6 +87,56 @@ pub fn check(path: &Path) -> Result<(usize, Vec<Diagnostic>)> {
         d
     });
     Ok((listing.len(), diagnostics.collect()))
+}
+
+/// The daemon config (schema, settings not built yet, provider settings, warnings included) and,
+/// for a repository `path`, each app's placement: its cluster must have every role its strategy
+/// needs, served by an instance able to.
+pub fn check_config(path: Option<&Path>, config: &Path) -> Result<(usize, Vec<Diagnostic>)> {
+    let bytes = std::fs::read(config).with_context(|| format!("reading config {}", config.display()))?;
+    let file = config.display().to_string();
+    let (parsed, mut found) = crate::config::check(&file, &bytes);
+    let Some(parsed) = parsed else { return Ok((1, found)) };
+    let Some(path) = path.filter(|p| p.is_dir()) else {
+        return Ok((1, found));
+    };
+    let renderers = crate::providers::Renderers::from_config(&parsed.providers, &parsed.clusters)?;
+    let mut files = Vec::new();
+    walk(path, path, &mut files)?;
+    files.sort_by(|a: &(RepoFile, Vec<u8>), b| a.0.path.cmp(&b.0.path));
+    let listing: Vec<RepoFile> = files.iter().map(|(f, _)| f.clone()).collect();
+    let read = |p: &str| files.binary_search_by(|(g, _)| g.path.as_str().cmp(p)).ok().map(|i| &files[i].1);
+    let outcome = Loader::new().load(&listing, &mut |f| Ok(read(&f.path).cloned().unwrap_or_default()));
+    let prefix = if path == Path::new(".") {
+        String::new()
+    } else {
+        format!("{}/", path.display().to_string().trim_end_matches('/'))
+    };
+    for app in outcome.desired.apps.values() {
+        let problems = renderers.placement_problems(&app.app);
+        if problems.is_empty() {
+            continue;
+        }
+        let spans = read(&app.file)
+            .and_then(|bytes| keelson_manifest::yaml::parse(&app.file, bytes).ok())
+            .and_then(|mut docs| (!docs.is_empty()).then(|| docs.remove(0).spans));
+        for p in problems {
+            // The field that asks for the role: the strategy for mesh and metrics, else the cluster.
+            let pointer = match p.role {
+                keelson_provider_api::Role::Workloads | keelson_provider_api::Role::Capacity => {
+                    "/spec/placement/cluster"
+                }
+                keelson_provider_api::Role::Mesh => "/spec/strategy/type",
+                keelson_provider_api::Role::Metrics => "/spec/strategy/gates",
+            };
+            let pos = spans.as_ref().map_or(keelson_manifest::yaml::Position::START, |s| s.locate_value(pointer));
+            found.push(
+                Diagnostic::error(&format!("{prefix}{}", app.file), pos, pointer, "config.missing-role", p.message)
+                    .with_hint(format!("bind `clusters.{}.{}` in {file}", p.cluster, p.role)),
+            );
+        }
+    }
+    Ok((1, found))
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<(RepoFile, Vec<u8>)>) -> Result<()> {

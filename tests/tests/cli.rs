@@ -55,6 +55,8 @@ fn validate_passes_the_template_and_reports_file_line_col() {
     let (tmp, repo) = template_repo();
     let ok = keelson(&["validate", repo.to_str().unwrap()], tmp.path());
     assert!(ok.status.success(), "{}{}", stdout(&ok), stderr(&ok));
+    // The template validates clean: no error and no warning (nothing it uses is unbuilt).
+    assert!(stderr(&ok).contains(": 0 errors, 0 warnings"), "{}{}", stdout(&ok), stderr(&ok));
     edit(&repo.join("apps/order-worker/deploy.yaml"), "replicas: 2", "replicas: two");
     let bad = keelson(&["validate", repo.to_str().unwrap()], tmp.path());
     assert_eq!(bad.status.code(), Some(1));
@@ -146,4 +148,53 @@ fn schema_prints_each_kind_and_names_the_supported_ones() {
     let bad = keelson(&["schema", "Deployment"], dir.path());
     assert_eq!(bad.status.code(), Some(1));
     assert!(stderr(&bad).contains("App, Policy, Config"), "{}", stderr(&bad));
+}
+
+/// A setting that is accepted but not carried out is an error when ignoring it is unsafe (a
+/// canary would roll out all at once) and a warning otherwise, in every form of `validate`.
+#[test]
+fn validate_refuses_unbuilt_strategies_and_warns_about_unbuilt_settings() {
+    let (tmp, repo) = template_repo();
+    let file = repo.join("apps/storefront/deploy.yaml");
+    edit(&file, "    type: direct", "    type: canary\n    steps: [10, 50, 100]");
+    for target in [repo.clone(), file.clone()] {
+        let out = keelson(&["validate", target.to_str().unwrap()], tmp.path());
+        assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), stderr(&out));
+        let text = stdout(&out);
+        let line = text.lines().find(|l| l.contains("/spec/strategy/type")).unwrap_or_else(|| panic!("{text}"));
+        assert!(line.contains("apps/storefront/deploy.yaml:21:5: error:"), "{line}");
+        assert!(line.contains("is not built"), "{line}");
+    }
+    edit(&file, "    type: canary\n    steps: [10, 50, 100]", "    type: direct");
+    edit(&file, "    prune: true", "    prune: true\n    selfHeal: true");
+    let out = keelson(&["validate", repo.to_str().unwrap(), "--format", "json"], tmp.path());
+    assert!(out.status.success(), "a warning does not fail validation: {}", stdout(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["warnings"], 1, "{v}");
+    assert_eq!(v["diagnostics"][0]["rule"], "not-built");
+    assert_eq!(v["diagnostics"][0]["pointer"], "/spec/sync/selfHeal");
+
+    let config = tmp.path().join("keelson.yaml");
+    let base = "apiVersion: keelson.dev/v1alpha1\nkind: Config\nsource: {repo: /srv/state}\n";
+    std::fs::write(
+        &config,
+        format!(
+            "{base}concurrency: 4\nclusters:\n  prod: {{workloads: sim, mesh: sim}}\nproviders:\n  sim: {{type: sim}}\n"
+        ),
+    )
+    .unwrap();
+    let out = keelson(&["validate", "--config", config.to_str().unwrap()], tmp.path());
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("keelson.yaml:4:1: warning: /concurrency:"), "{text}");
+    assert!(text.contains("/clusters/prod/mesh:"), "{text}");
+    assert!(stderr(&out).contains("1 files checked: 0 errors, 2 warnings"), "{}", stderr(&out));
+    std::fs::write(&config, format!("{base}status: {{repo: /srv/status}}\n")).unwrap();
+    let out = keelson(&["validate", "--config", config.to_str().unwrap()], tmp.path());
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).contains("keelson.yaml:4:10: error: /status/repo:"), "{}", stdout(&out));
+    // The daemon refuses the same config before doing anything, naming the field.
+    let out = keelson(&["daemon", "--config", config.to_str().unwrap()], tmp.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("/status/repo"), "{}", stderr(&out));
 }

@@ -107,7 +107,9 @@ fn daemon_reads_a_config_file_and_refuses_what_it_cannot_honour() {
     let out = keelson(&["daemon", "--config", c], tmp.path());
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("not available in this build"),
+        String::from_utf8_lossy(&out.stderr).contains(
+            "keelson.yaml:7:11: error: /providers/k8s/type: provider `k8s`: unknown provider type \"kubernetes\""
+        ),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -357,3 +357,28 @@ fn loader_and_state_cross_threads() {
     assert_send_sync::<DesiredState>();
     assert_send_sync::<LoadOutcome>();
 }
+
+/// A canary is refused (held as it is, never rolled out as `direct`); a self-heal only warns.
+#[test]
+fn unbuilt_strategies_hold_the_app_and_unbuilt_sync_settings_only_warn() {
+    let mut repo = Repo::default();
+    repo.app(app("web").canary(&[10, 100])).app(app("db").set("/spec/sync", json!({"selfHeal": true})));
+    let outcome = repo.load(&mut Loader::new());
+    assert_eq!(outcome.desired.invalid_apps.iter().collect::<Vec<_>>(), ["web"], "{}", render(&outcome));
+    assert_eq!(outcome.desired.apps.keys().collect::<Vec<_>>(), ["db"]);
+    let not_built: Vec<(&str, &str, bool)> = outcome
+        .diagnostics
+        .iter()
+        .filter(|d| d.rule == crate::not_built::RULE)
+        .map(|d| (d.file.as_str(), d.pointer.as_str(), d.is_error()))
+        .collect();
+    assert_eq!(
+        not_built,
+        [
+            ("apps/db/deploy.yaml", "/spec/sync/selfHeal", false),
+            ("apps/web/deploy.yaml", "/spec/strategy/type", true),
+            ("apps/web/deploy.yaml", "/spec/strategy/interval", false),
+            ("apps/web/deploy.yaml", "/spec/strategy/gates", true),
+        ]
+    );
+}

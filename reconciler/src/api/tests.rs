@@ -155,3 +155,19 @@ async fn readyz_names_every_problem_and_fails_only_for_the_ledger_or_no_snapshot
     let (code, _) = call(&s, "GET", "/api/v1/audit/verify").await;
     assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "a replaced ledger is not reported as verified");
 }
+
+/// Settings accepted but not carried out are named in `/api/v1/status`, config first.
+#[tokio::test]
+async fn status_lists_settings_that_are_not_built() {
+    let (_d, s) = state().await;
+    {
+        let mut fleet = s.fleet.write().unwrap();
+        fleet.config_not_built = vec!["`concurrency` is not carried out yet".into()];
+        fleet.source.not_built = vec!["apps/web/deploy.yaml:9:5: warning: /spec/sync/selfHeal: …".into()];
+    }
+    let (code, body) = call(&s, "GET", "/api/v1/status").await;
+    assert_eq!(code, StatusCode::OK);
+    let listed: Vec<&str> = body["notBuilt"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+    assert_eq!(listed.len(), 2, "{body}");
+    assert!(listed[0].contains("concurrency") && listed[1].contains("selfHeal"), "{body}");
+}

@@ -37,7 +37,9 @@ pub fn decide(desired: &LoadedApp, status: Option<&AppStatus>, retry: bool, deps
         // Never acted on, interrupted before the first step, blocked, or resumed from suspension:
         // roll out even when the digest is the same as the one last recorded.
         Phase::Pending | Phase::Planned | Phase::Blocked | Phase::Suspended => true,
-        Phase::Failed => !same_digest || retry,
+        // Quarantined digests returned above: what is left failed transiently (retried after a
+        // backoff), is a new digest, or was asked to be retried.
+        Phase::Failed => true,
         _ => !same_digest,
     };
     if needs_rollout { start_or_wait(deps) } else { Decision::Nothing }
@@ -96,6 +98,13 @@ mod tests {
         assert_eq!(decide(&loaded("web", "d1", false), Some(&s), false, Ok(())), Decision::Nothing);
         assert_eq!(decide(&loaded("web", "d1", false), Some(&s), true, Ok(())), Decision::StartRollout);
         assert_eq!(decide(&loaded("web", "d2", false), Some(&s), false, Ok(())), Decision::StartRollout);
+    }
+
+    #[test]
+    fn a_transient_failure_is_not_quarantined_and_is_tried_again() {
+        let s = status(Phase::Failed, "d1");
+        assert_eq!(s.quarantined_digest, None);
+        assert_eq!(decide(&loaded("web", "d1", false), Some(&s), false, Ok(())), Decision::StartRollout);
     }
 
     #[test]

@@ -86,8 +86,8 @@ pub struct Progress {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ResourceStatus {
-    pub id: keelson_providers::ResourceId,
-    pub health: keelson_providers::Health,
+    pub id: keelson_provider_api::ResourceId,
+    pub health: keelson_provider_api::Health,
 }
 
 /// The last recorded transition of an app.
@@ -127,6 +127,8 @@ pub struct AppStatus {
     pub instance: String,
     /// A digest whose rollout failed; not retried until the digest changes or `Keelson-Retry: <app>`.
     pub quarantined_digest: Option<String>,
+    /// Every resource the app's rollouts applied and did not delete since: what a prune deletes.
+    pub inventory: Vec<keelson_provider_api::ResourceId>,
 }
 
 impl AppStatus {
@@ -147,6 +149,7 @@ impl AppStatus {
             rollout: None,
             instance: String::new(),
             quarantined_digest: None,
+            inventory: Vec::new(),
         }
     }
 
@@ -171,7 +174,15 @@ impl AppStatus {
             self.reason.clear();
         }
         self.message = detail.get("message").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+        if e.action == "intent" {
+            self.fold_inventory(&detail);
+        }
         match to {
+            // A transient failure is tried again after a backoff; anything else waits for a new
+            // digest or a `Keelson-Retry` trailer (ledgers older than error classes: all of them).
+            Phase::Failed if detail.get("class").and_then(|c| c.as_str()) == Some("transient") => {
+                self.in_sync = false;
+            }
             Phase::Failed => self.quarantined_digest = Some(e.desired_digest.clone()),
             Phase::Healthy => {
                 self.quarantined_digest = None;
@@ -197,12 +208,38 @@ impl AppStatus {
     }
 }
 
+impl AppStatus {
+    /// An apply intent adds what it applies and drops what it prunes; a delete intent names what is
+    /// about to go (the app leaves the fleet once it is `Deleted`).
+    fn fold_inventory(&mut self, detail: &serde_json::Value) {
+        use keelson_provider_api::{DesiredResource, ResourceId};
+        if detail.get("op").and_then(|o| o.as_str()) == Some("delete") {
+            return;
+        }
+        let applied: Vec<DesiredResource> =
+            detail.get("resources").and_then(|r| serde_json::from_value(r.clone()).ok()).unwrap_or_default();
+        let pruned: Vec<ResourceId> =
+            detail.get("prune").and_then(|r| serde_json::from_value(r.clone()).ok()).unwrap_or_default();
+        self.inventory.retain(|id| !pruned.contains(id));
+        for r in applied {
+            if !self.inventory.contains(&r.id) {
+                self.inventory.push(r.id);
+            }
+        }
+        self.inventory.sort();
+    }
+}
+
 /// The whole fleet plus where the source is, shared between the engine and the status API.
 #[derive(Debug, Default, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Fleet {
     pub apps: BTreeMap<String, AppStatus>,
     pub source: SourceStatus,
+    /// The provider instances and how clusters are bound to them.
+    pub providers: crate::providers::ProvidersStatus,
+    /// Daemon config settings accepted but not carried out (see `keelson_manifest::not_built`).
+    pub config_not_built: Vec<String>,
 }
 
 /// The source as last seen.
@@ -218,6 +255,8 @@ pub struct SourceStatus {
     pub last_sync: Option<String>,
     /// Problems found in that commit, as `file:line:col: error: message`.
     pub diagnostics: Vec<String>,
+    /// The diagnostics about settings of that commit that are accepted but not carried out.
+    pub not_built: Vec<String>,
     /// True once the first snapshot has been reconciled.
     pub ready: bool,
     /// Why the tracked branch could not be read or its commit loaded, while that lasts.
@@ -259,5 +298,82 @@ impl Fleet {
             *counts.entry(app.phase.as_str()).or_default() += 1;
         }
         counts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn entry(seq: i64, to: &str, action: &str, detail: serde_json::Value) -> LedgerEntry {
+        LedgerEntry {
+            seq,
+            at: "2026-12-01T12:00:00.000000Z".into(),
+            app: "web".into(),
+            desired_commit: "c1".into(),
+            desired_digest: "sha256:d1".into(),
+            rollout: Some(1),
+            from_state: "Planned".into(),
+            to_state: to.into(),
+            action: action.into(),
+            actor: "keelson".into(),
+            detail: detail.to_string(),
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    fn resource(kind: &str, name: &str) -> serde_json::Value {
+        json!({"id": {"instance": "sim", "apiVersion": "sim.keelson.dev/v1", "kind": kind, "namespace": "web", "name": name},
+               "owner": {"app": "web"}, "digest": "sha256:d1", "spec": {}})
+    }
+
+    fn id(kind: &str, name: &str) -> keelson_provider_api::ResourceId {
+        keelson_provider_api::ResourceId::namespaced("sim", "sim.keelson.dev/v1", kind, "web", name)
+    }
+
+    #[test]
+    fn intents_build_the_inventory_that_prune_deletes() {
+        let mut fleet = Fleet::default();
+        fleet.replay([entry(
+            2,
+            "Progressing",
+            "intent",
+            json!({"op": "apply", "resources": [resource("Workload", "web"), resource("Route", "web")]}),
+        )]);
+        assert_eq!(fleet.apps["web"].inventory, [id("Route", "web"), id("Workload", "web")]);
+        // The next rollout no longer renders the Route and prunes it.
+        fleet.replay([entry(
+            5,
+            "Progressing",
+            "intent",
+            json!({"op": "apply", "resources": [resource("Workload", "web")], "prune": [id("Route", "web")]}),
+        )]);
+        assert_eq!(fleet.apps["web"].inventory, [id("Workload", "web")]);
+        // A delete intent leaves the inventory for recovery; `Deleted` removes the app.
+        fleet.replay([entry(
+            8,
+            "Progressing",
+            "intent",
+            json!({"op": "delete", "resources": [id("Workload", "web")]}),
+        )]);
+        assert_eq!(fleet.apps["web"].inventory, [id("Workload", "web")]);
+        fleet.replay([entry(9, "Deleted", "deleted", json!({}))]);
+        assert!(!fleet.apps.contains_key("web"));
+    }
+
+    #[test]
+    fn only_failures_that_are_not_transient_quarantine_the_digest() {
+        let mut fleet = Fleet::default();
+        fleet.replay([entry(3, "Failed", "failed", json!({"reason": "ApplyFailed", "class": "transient"}))]);
+        assert_eq!(fleet.apps["web"].quarantined_digest, None);
+        fleet.replay([entry(4, "Failed", "failed", json!({"reason": "ApplyFailed", "class": "terminal"}))]);
+        assert_eq!(fleet.apps["web"].quarantined_digest.as_deref(), Some("sha256:d1"));
+        // Ledgers written before error classes: every failure quarantines, as it always did.
+        let mut old = Fleet::default();
+        old.replay([entry(3, "Failed", "failed", json!({"reason": "ApplyFailed"}))]);
+        assert_eq!(old.apps["web"].quarantined_digest.as_deref(), Some("sha256:d1"));
     }
 }

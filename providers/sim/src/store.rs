@@ -1,4 +1,4 @@
-//! The sim's own SQLite file: the simulated fleet and the idempotency keys it has carried out.
+//! The sim's own SQLite file: the simulated fleet and the traffic weights of each app.
 //!
 //! Kept apart from the daemon's database on purpose: an intent in the ledger and its effect here
 //! must never share a transaction, or crash recovery would never be exercised for real.
@@ -6,11 +6,14 @@
 use std::path::Path;
 use std::time::Duration;
 
+use keelson_provider_api::{ResourceId, Weight};
 use serde_json::Value;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqliteConnection};
 
-use crate::{Outcome, ResourceId};
+/// Cluster-scoped objects are stored under this namespace, which no namespaced id can have (ids
+/// with an empty namespace are refused).
+const NO_NAMESPACE: &str = "";
 
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS resources (
@@ -26,13 +29,11 @@ const SCHEMA: &[&str] = &[
         PRIMARY KEY (instance, api_version, kind, namespace, name)
     )",
     "CREATE INDEX IF NOT EXISTS resources_by_owner ON resources (instance, owner)",
-    "CREATE TABLE IF NOT EXISTS idempotency_keys (
-        instance  TEXT NOT NULL,
-        key       TEXT NOT NULL,
-        operation TEXT NOT NULL,
-        outcome   TEXT NOT NULL,
-        at        INTEGER NOT NULL,
-        PRIMARY KEY (instance, key)
+    "CREATE TABLE IF NOT EXISTS routes (
+        instance TEXT NOT NULL,
+        app      TEXT NOT NULL,
+        weights  TEXT NOT NULL,
+        PRIMARY KEY (instance, app)
     )",
 ];
 
@@ -62,37 +63,8 @@ pub(crate) async fn open(path: &Path) -> sqlx::Result<SqlitePool> {
     Ok(pool)
 }
 
-/// The outcome recorded for `key`, if it was carried out before.
-pub(crate) async fn recorded_outcome(
-    conn: &mut SqliteConnection,
-    instance: &str,
-    key: &str,
-) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar("SELECT outcome FROM idempotency_keys WHERE instance = ? AND key = ?")
-        .bind(instance)
-        .bind(key)
-        .fetch_optional(conn)
-        .await
-}
-
-/// Remembers that `key` was carried out, so a replay does nothing.
-pub(crate) async fn record_key(
-    conn: &mut SqliteConnection,
-    instance: &str,
-    key: &str,
-    operation: &str,
-    outcome: Outcome,
-    at: i64,
-) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO idempotency_keys (instance, key, operation, outcome, at) VALUES (?, ?, ?, ?, ?)")
-        .bind(instance)
-        .bind(key)
-        .bind(operation)
-        .bind(outcome_label(outcome))
-        .bind(at)
-        .execute(conn)
-        .await?;
-    Ok(())
+fn namespace(id: &ResourceId) -> &str {
+    id.namespace.as_deref().unwrap_or(NO_NAMESPACE)
 }
 
 /// The object named by `id`, if it exists.
@@ -101,10 +73,10 @@ pub(crate) async fn get(conn: &mut SqliteConnection, id: &ResourceId) -> sqlx::R
         "SELECT owner, digest, spec, rollout_from FROM resources
          WHERE instance = ? AND api_version = ? AND kind = ? AND namespace = ? AND name = ?",
     )
-    .bind(&id.instance)
+    .bind(id.instance.as_str())
     .bind(&id.api_version)
     .bind(&id.kind)
-    .bind(&id.namespace)
+    .bind(namespace(id))
     .bind(&id.name)
     .fetch_optional(conn)
     .await?;
@@ -130,10 +102,10 @@ pub(crate) async fn put(conn: &mut SqliteConnection, id: &ResourceId, resource: 
             owner = excluded.owner, digest = excluded.digest, spec = excluded.spec,
             rollout_from = excluded.rollout_from",
     )
-    .bind(&id.instance)
+    .bind(id.instance.as_str())
     .bind(&id.api_version)
     .bind(&id.kind)
-    .bind(&id.namespace)
+    .bind(namespace(id))
     .bind(&id.name)
     .bind(&resource.owner)
     .bind(&resource.digest)
@@ -150,46 +122,45 @@ pub(crate) async fn remove(conn: &mut SqliteConnection, id: &ResourceId) -> sqlx
         "DELETE FROM resources
          WHERE instance = ? AND api_version = ? AND kind = ? AND namespace = ? AND name = ?",
     )
-    .bind(&id.instance)
+    .bind(id.instance.as_str())
     .bind(&id.api_version)
     .bind(&id.kind)
-    .bind(&id.namespace)
+    .bind(namespace(id))
     .bind(&id.name)
     .execute(conn)
     .await?;
     Ok(done.rows_affected() > 0)
 }
 
-/// Every object of `instance` owned by `owner`, in a stable order.
-pub(crate) async fn list(conn: &mut SqliteConnection, instance: &str, owner: &str) -> sqlx::Result<Vec<ResourceId>> {
-    let rows = sqlx::query(
-        "SELECT api_version, kind, namespace, name FROM resources WHERE instance = ? AND owner = ?
-         ORDER BY api_version, kind, namespace, name",
-    )
-    .bind(instance)
-    .bind(owner)
-    .fetch_all(conn)
-    .await?;
-    rows.into_iter()
-        .map(|row| {
-            Ok(ResourceId {
-                instance: instance.to_owned(),
-                api_version: row.try_get("api_version")?,
-                kind: row.try_get("kind")?,
-                namespace: row.try_get("namespace")?,
-                name: row.try_get("name")?,
-            })
-        })
-        .collect()
+/// The live weights of `app`; empty when it has no route yet.
+pub(crate) async fn weights(conn: &mut SqliteConnection, instance: &str, app: &str) -> sqlx::Result<Vec<Weight>> {
+    let text: Option<String> = sqlx::query_scalar("SELECT weights FROM routes WHERE instance = ? AND app = ?")
+        .bind(instance)
+        .bind(app)
+        .fetch_optional(conn)
+        .await?;
+    match text {
+        Some(text) => serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(e.into())),
+        None => Ok(Vec::new()),
+    }
 }
 
-fn outcome_label(outcome: Outcome) -> &'static str {
-    match outcome {
-        Outcome::Created => "created",
-        Outcome::Updated => "updated",
-        Outcome::Unchanged => "unchanged",
-        Outcome::Deleted => "deleted",
-        Outcome::NotFound => "notFound",
-        Outcome::Replayed => "replayed",
-    }
+/// Replaces the weights of `app`.
+pub(crate) async fn put_weights(
+    conn: &mut SqliteConnection,
+    instance: &str,
+    app: &str,
+    weights: &[Weight],
+) -> sqlx::Result<()> {
+    let text = serde_json::to_string(weights).map_err(|e| sqlx::Error::Encode(e.into()))?;
+    sqlx::query(
+        "INSERT INTO routes (instance, app, weights) VALUES (?, ?, ?)
+         ON CONFLICT (instance, app) DO UPDATE SET weights = excluded.weights",
+    )
+    .bind(instance)
+    .bind(app)
+    .bind(text)
+    .execute(conn)
+    .await?;
+    Ok(())
 }

@@ -11,12 +11,15 @@ pub const API_VERSION: &str = "sim.keelson.dev/v1";
 pub const WORKLOAD: &str = "Workload";
 /// How an app is reached from outside.
 pub const ROUTE: &str = "Route";
+/// Spot capacity an app asked for (cluster-scoped, like a SPOT node pool).
+pub const NODE_POOL: &str = "NodePool";
 
 /// One of the kinds the sim manages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
     Workload,
     Route,
+    NodePool,
 }
 
 impl Kind {
@@ -25,8 +28,32 @@ impl Kind {
         match (api_version, kind) {
             (API_VERSION, WORKLOAD) => Some(Kind::Workload),
             (API_VERSION, ROUTE) => Some(Kind::Route),
+            (API_VERSION, NODE_POOL) => Some(Kind::NodePool),
             _ => None,
         }
+    }
+
+    /// False for cluster-scoped kinds, whose ids carry no namespace.
+    pub(crate) fn namespaced(self) -> bool {
+        !matches!(self, Kind::NodePool)
+    }
+
+    /// Problems with where `id` says the object lives: a namespace exactly when the kind has one,
+    /// and non-empty names.
+    pub(crate) fn scope_problems(self, id: &keelson_provider_api::ResourceId) -> Vec<String> {
+        let mut problems = vec![];
+        match (&id.namespace, self.namespaced()) {
+            (None, true) => problems.push(format!("{} is namespaced: the id needs a namespace", id.kind)),
+            (Some(ns), false) => {
+                problems.push(format!("{} is cluster-scoped: the id must not have a namespace (got {ns:?})", id.kind))
+            }
+            (Some(ns), true) if ns.is_empty() => problems.push("namespace must not be empty".to_owned()),
+            _ => {}
+        }
+        if id.name.is_empty() {
+            problems.push("name must not be empty".to_owned());
+        }
+        problems
     }
 
     /// Every problem with `spec` for this kind; empty when it is valid.
@@ -37,6 +64,7 @@ impl Kind {
         match self {
             Kind::Workload => workload_problems(fields),
             Kind::Route => route_problems(fields),
+            Kind::NodePool => node_pool_problems(fields),
         }
     }
 }
@@ -92,6 +120,30 @@ fn route_problems(fields: &Map<String, Value>) -> Vec<String> {
     problems
 }
 
+fn node_pool_problems(fields: &Map<String, Value>) -> Vec<String> {
+    let mut problems = unknown_fields(fields, &["serverClass", "maxBid", "onDemandFallback"]);
+    match fields.get("serverClass") {
+        Some(Value::String(class)) if !class.trim().is_empty() => {}
+        Some(other) => problems.push(format!("serverClass must be a non-empty string, got {other}")),
+        None => problems.push("serverClass is required".to_owned()),
+    }
+    if let Some(bid) = fields.get("maxBid") {
+        let decimal = bid.as_str().is_some_and(|b| {
+            let (whole, frac) = b.split_once('.').unwrap_or((b, "0"));
+            !whole.is_empty() && whole.bytes().all(|c| c.is_ascii_digit()) && frac.bytes().all(|c| c.is_ascii_digit())
+        });
+        if !decimal {
+            problems.push(format!("maxBid must be a decimal as text such as \"0.08\", got {bid}"));
+        }
+    }
+    if let Some(fallback) = fields.get("onDemandFallback")
+        && !fallback.is_boolean()
+    {
+        problems.push(format!("onDemandFallback must be true or false, got {fallback}"));
+    }
+    problems
+}
+
 /// Unknown fields are rejected so a typo in a render never passes silently as an ignored field.
 fn unknown_fields(fields: &Map<String, Value>, known: &[&str]) -> Vec<String> {
     fields
@@ -124,6 +176,23 @@ mod tests {
         assert_eq!(Kind::parse(API_VERSION, ROUTE), Some(Kind::Route));
         assert_eq!(Kind::parse("apps/v1", WORKLOAD), None);
         assert_eq!(Kind::parse(API_VERSION, "Deployment"), None);
+        assert_eq!(Kind::parse(API_VERSION, NODE_POOL), Some(Kind::NodePool));
+    }
+
+    #[test]
+    fn node_pools_are_cluster_scoped_and_checked() {
+        use keelson_provider_api::ResourceId;
+        assert!(!Kind::NodePool.namespaced() && Kind::Workload.namespaced());
+        let ok = json!({"serverClass": "gp.vs1.large-iad", "maxBid": "0.08", "onDemandFallback": true});
+        assert!(Kind::NodePool.problems(&ok).is_empty());
+        let bad = json!({"serverClass": "", "maxBid": 0.08, "onDemandFallback": "yes"});
+        assert_eq!(Kind::NodePool.problems(&bad).len(), 3);
+        let pool = ResourceId::cluster_scoped("sim", API_VERSION, NODE_POOL, "web");
+        assert!(Kind::NodePool.scope_problems(&pool).is_empty());
+        let namespaced_pool = ResourceId::namespaced("sim", API_VERSION, NODE_POOL, "team", "web");
+        assert_eq!(Kind::NodePool.scope_problems(&namespaced_pool).len(), 1);
+        let loose_workload = ResourceId::cluster_scoped("sim", API_VERSION, WORKLOAD, "web");
+        assert_eq!(Kind::Workload.scope_problems(&loose_workload).len(), 1);
     }
 
     #[test]

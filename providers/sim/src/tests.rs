@@ -8,7 +8,7 @@ use tempfile::TempDir;
 use time::macros::datetime;
 
 use super::*;
-use crate::{ManualClock, Variant};
+use keelson_provider_api::{ManualClock, Owner, RenderCtx, Renderer};
 
 const ROLLOUT: Duration = Duration::from_secs(4);
 
@@ -55,7 +55,7 @@ impl AppBuilder {
 }
 
 fn ctx(variant: Variant) -> RenderCtx {
-    RenderCtx { revision: "c0ffee".into(), digest: "d1".into(), variant, weight: 100 }
+    RenderCtx { instance: "sim".into(), revision: "c0ffee".into(), digest: "d1".into(), variant, weight: 100 }
 }
 
 /// A desired Workload of instance `sim`, namespace `default`, owner `web`.
@@ -92,10 +92,6 @@ impl ResourceBuilder {
         self.0.digest = digest.into();
         self
     }
-    fn owner(mut self, app: &str) -> Self {
-        self.0.owner.app = app.into();
-        self
-    }
     fn kind(mut self, api_version: &str, kind: &str) -> Self {
         self.0.id.api_version = api_version.into();
         self.0.id.kind = kind.into();
@@ -111,13 +107,7 @@ impl ResourceBuilder {
 }
 
 fn id(kind: &str, name: &str) -> ResourceId {
-    ResourceId {
-        instance: "sim".into(),
-        api_version: API_VERSION.into(),
-        kind: kind.into(),
-        namespace: "default".into(),
-        name: name.into(),
-    }
+    ResourceId::namespaced("sim", API_VERSION, kind, "default", name)
 }
 
 fn key(step: u32) -> IdempotencyKey {
@@ -156,39 +146,39 @@ async fn fixture_with(config: SimConfig) -> Fixture {
     Fixture { dir, clock, sim }
 }
 
+async fn observed(sim: &SimProvider, id: &ResourceId) -> Result<Option<Observed>> {
+    sim.observe(std::slice::from_ref(id)).await.pop().expect("one answer").1
+}
+
 async fn observed_spec(sim: &SimProvider, id: &ResourceId) -> Option<Value> {
-    sim.observe(std::slice::from_ref(id)).await.unwrap().pop().map(|o| o.spec)
+    observed(sim, id).await.unwrap().map(|o| o.spec)
+}
+
+async fn health(sim: &SimProvider, id: &ResourceId) -> Result<Health> {
+    sim.health(std::slice::from_ref(id)).await.pop().expect("one answer").1
 }
 
 // ---- descriptor and render ----
 
 #[tokio::test]
-async fn descriptor_names_sim_kinds_and_capabilities() {
+async fn descriptor_names_sim_kinds_scopes_and_capabilities() {
     let f = fixture().await;
     let d = f.sim.descriptor();
-    assert_eq!(d.provider_type, "sim");
-    assert_eq!(d.kinds, vec![(API_VERSION.into(), WORKLOAD.into()), (API_VERSION.into(), ROUTE.into())]);
-    assert!(d.capabilities.contains(&Capability::Workloads));
-    assert!(d.capabilities.contains(&Capability::Health));
+    assert_eq!((d.provider_type.as_str(), d.instance.as_str()), ("sim", "sim"));
+    let kinds: Vec<(&str, bool)> = d.kinds.iter().map(|k| (k.kind.as_str(), k.namespaced)).collect();
+    assert_eq!(kinds, [(WORKLOAD, true), (ROUTE, true), (NODE_POOL, false)]);
+    for c in [Capability::Workloads, Capability::Health, Capability::TrafficSplit, Capability::Metrics] {
+        assert!(d.has(c), "{c}");
+    }
 }
 
 #[tokio::test]
 async fn renders_a_stable_workload_in_the_team_namespace() {
-    let f = fixture().await;
     let app = app("checkout").team("payments").replicas(4).build();
-    let rendered = f.sim.render(&app, &ctx(Variant::Stable)).await.unwrap();
+    let rendered = SimRenderer.render(&app, &ctx(Variant::Stable)).await.unwrap();
     assert_eq!(rendered.len(), 1);
     let w = &rendered[0];
-    assert_eq!(
-        w.id,
-        ResourceId {
-            instance: "sim".into(),
-            api_version: "sim.keelson.dev/v1".into(),
-            kind: "Workload".into(),
-            namespace: "payments".into(),
-            name: "checkout".into(),
-        }
-    );
+    assert_eq!(w.id, ResourceId::namespaced("sim", "sim.keelson.dev/v1", "Workload", "payments", "checkout"));
     assert_eq!(w.owner, Owner { app: "checkout".into() });
     assert_eq!(w.digest, "d1");
     assert_eq!(
@@ -198,19 +188,19 @@ async fn renders_a_stable_workload_in_the_team_namespace() {
 }
 
 #[tokio::test]
-async fn renders_into_default_namespace_without_a_team() {
-    let f = fixture().await;
-    let rendered = f.sim.render(&app("web").build(), &ctx(Variant::Stable)).await.unwrap();
-    assert_eq!(rendered[0].id.namespace, "default");
+async fn renders_ids_of_the_context_instance() {
+    let ctx = RenderCtx { instance: "lab".into(), ..ctx(Variant::Stable) };
+    let rendered = SimRenderer.render(&app("web").build(), &ctx).await.unwrap();
+    assert_eq!(rendered[0].id.instance, "lab");
+    assert_eq!(rendered[0].id.namespace.as_deref(), Some("default"));
 }
 
 #[tokio::test]
 async fn renders_variant_suffixes_and_weight() {
-    let f = fixture().await;
     for (variant, name) in [(Variant::Canary, "web-canary"), (Variant::Blue, "web-blue"), (Variant::Green, "web-green")]
     {
         let ctx = RenderCtx { weight: 10, ..ctx(variant) };
-        let rendered = f.sim.render(&app("web").build(), &ctx).await.unwrap();
+        let rendered = SimRenderer.render(&app("web").build(), &ctx).await.unwrap();
         assert_eq!(rendered[0].id.name, name);
         assert_eq!(rendered[0].spec["variant"], json!(variant));
         assert_eq!(rendered[0].spec["weight"], 10);
@@ -220,41 +210,46 @@ async fn renders_variant_suffixes_and_weight() {
 
 #[tokio::test]
 async fn renders_resources_into_the_workload() {
-    let f = fixture().await;
     let resources = json!({"cpu": "500m", "memory": "512Mi"});
     let app = app("web").resources(resources.clone()).build();
-    let rendered = f.sim.render(&app, &ctx(Variant::Stable)).await.unwrap();
+    let rendered = SimRenderer.render(&app, &ctx(Variant::Stable)).await.unwrap();
     assert_eq!(rendered[0].spec["resources"], resources);
 }
 
 #[tokio::test]
 async fn renders_one_route_per_app_when_exposed() {
-    let f = fixture().await;
     let expose = json!({"port": 8080, "host": "web.example.com", "tls": true});
     let app = app("web").team("shop").expose(expose.clone()).build();
-    let stable = f.sim.render(&app, &ctx(Variant::Stable)).await.unwrap();
-    let canary = f.sim.render(&app, &ctx(Variant::Canary)).await.unwrap();
+    let stable = SimRenderer.render(&app, &ctx(Variant::Stable)).await.unwrap();
+    let canary = SimRenderer.render(&app, &ctx(Variant::Canary)).await.unwrap();
     assert_eq!(stable.len(), 2);
     let route = &stable[1];
     assert_eq!((route.id.kind.as_str(), route.id.name.as_str()), ("Route", "web"));
-    assert_eq!(route.id.namespace, "shop");
+    assert_eq!(route.id.namespace.as_deref(), Some("shop"));
     assert_eq!(route.spec, json!({"service": "web", "expose": expose}));
     assert_eq!(canary[1], stable[1], "every variant renders the same Route");
 }
 
 #[tokio::test]
-async fn render_rejects_an_empty_image() {
-    let f = fixture().await;
-    let err = f.sim.render(&app("web").image("").build(), &ctx(Variant::Stable)).await.unwrap_err();
-    assert!(matches!(err, Error::InvalidSpec { .. }), "{err}");
-    assert!(err.to_string().contains("app web"), "{err}");
+async fn renders_a_cluster_scoped_node_pool_for_spot_placement() {
+    let mut app = app("batch").team("data").build();
+    app.spec.placement.node_pool = Some(keelson_manifest::app::NodePool {
+        server_class: "gp.vs1.large-iad".into(),
+        max_bid: Some("0.08".into()),
+        on_demand_fallback: true,
+    });
+    let rendered = SimRenderer.render(&app, &ctx(Variant::Stable)).await.unwrap();
+    let pool = rendered.iter().find(|r| r.id.kind == NODE_POOL).expect("a node pool");
+    assert_eq!(pool.id, ResourceId::cluster_scoped("sim", API_VERSION, NODE_POOL, "batch"));
+    assert_eq!(pool.spec, json!({"serverClass": "gp.vs1.large-iad", "maxBid": "0.08", "onDemandFallback": true}));
 }
 
 #[tokio::test]
-async fn render_does_no_io() {
-    let f = fixture().await;
-    f.sim.close().await;
-    f.sim.render(&app("web").build(), &ctx(Variant::Stable)).await.expect("render without storage");
+async fn render_rejects_an_empty_image() {
+    let err = SimRenderer.render(&app("web").image("").build(), &ctx(Variant::Stable)).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidSpec { .. }), "{err}");
+    assert_eq!(err.class(), ErrorClass::Terminal);
+    assert!(err.to_string().contains("app web"), "{err}");
 }
 
 // ---- apply ----
@@ -275,31 +270,31 @@ async fn apply_of_a_new_digest_alone_is_an_update() {
     f.sim.apply(&workload("web").build(), &key(1)).await.unwrap();
     let redigested = workload("web").digest("d2").build();
     assert_eq!(f.sim.apply(&redigested, &key(2)).await.unwrap(), Outcome::Updated);
-    let observed = f.sim.observe(std::slice::from_ref(&redigested.id)).await.unwrap();
-    assert_eq!(observed[0].digest.as_deref(), Some("d2"));
+    assert_eq!(observed(&f.sim, &redigested.id).await.unwrap().unwrap().digest, Some("d2".into()));
 }
 
 #[tokio::test]
-async fn apply_replayed_with_the_same_key_acts_once() {
+async fn apply_converges_by_content_whatever_the_key() {
     let f = fixture().await;
     let first = workload("web").build();
     assert_eq!(f.sim.apply(&first, &key(1)).await.unwrap(), Outcome::Created);
+    assert_eq!(f.sim.apply(&first, &key(1)).await.unwrap(), Outcome::Unchanged, "a replay does nothing");
+    // A key is not a lock: new content under an old key is applied, as a real API would.
     let other = workload("web").image("web:2").digest("d2").build();
-    assert_eq!(f.sim.apply(&other, &key(1)).await.unwrap(), Outcome::Replayed);
-    let observed = f.sim.observe(std::slice::from_ref(&first.id)).await.unwrap();
-    assert_eq!((observed[0].spec.clone(), observed[0].digest.clone()), (first.spec, Some("d1".into())));
+    assert_eq!(f.sim.apply(&other, &key(1)).await.unwrap(), Outcome::Updated);
+    assert_eq!(observed_spec(&f.sim, &first.id).await, Some(other.spec));
 }
 
 #[tokio::test]
-async fn concurrent_replays_of_one_key_act_once() {
+async fn concurrent_applies_of_one_object_create_it_once() {
     let f = fixture().await;
     let r = workload("web").build();
     let k = key(1);
     let calls = (0..8).map(|_| f.sim.apply(&r, &k));
     let outcomes = join_all(calls).await;
     let created = outcomes.iter().filter(|o| **o == Outcome::Created).count();
-    let replayed = outcomes.iter().filter(|o| **o == Outcome::Replayed).count();
-    assert_eq!((created, replayed), (1, 7), "{outcomes:?}");
+    let unchanged = outcomes.iter().filter(|o| **o == Outcome::Unchanged).count();
+    assert_eq!((created, unchanged), (1, 7), "{outcomes:?}");
 }
 
 /// Polls the calls together on this task, so they really overlap, without the `futures` crate.
@@ -321,35 +316,70 @@ async fn join_all<F: Future<Output = Result<Outcome>>>(calls: impl Iterator<Item
 }
 
 #[tokio::test]
-async fn apply_rejects_invalid_specs_without_recording_the_key() {
+async fn apply_rejects_invalid_specs_before_any_effect() {
     let f = fixture().await;
     let bad = workload("web").replicas(-1).image("").build();
     let err = f.sim.apply(&bad, &key(1)).await.unwrap_err();
-    let Error::InvalidSpec { provider, resource, message } = &err else { panic!("{err}") };
-    assert_eq!((provider.as_str(), resource.as_str()), ("sim", "sim:Workload/default/web"));
+    let Error::InvalidSpec { instance, resource, message } = &err else { panic!("{err}") };
+    assert_eq!((instance.as_str(), resource.as_str()), ("sim", "sim:Workload/default/web"));
     assert!(message.contains("replicas must be a non-negative integer"), "{message}");
     assert!(message.contains("image must be a non-empty string"), "{message}");
+    assert_eq!(err.class(), ErrorClass::Terminal);
     assert_eq!(observed_spec(&f.sim, &bad.id).await, None);
-    // Nothing was carried out, so a corrected retry under the same key acts.
-    assert_eq!(f.sim.apply(&workload("web").build(), &key(1)).await.unwrap(), Outcome::Created);
 }
 
 #[tokio::test]
-async fn apply_of_an_unknown_kind_is_refused() {
+async fn apply_refuses_ids_of_the_wrong_scope() {
     let f = fixture().await;
+    let mut loose = workload("web").build();
+    loose.id.namespace = None;
+    let err = f.sim.apply(&loose, &key(1)).await.unwrap_err();
+    assert!(err.to_string().contains("Workload is namespaced"), "{err}");
+    let pool = DesiredResource {
+        id: ResourceId::namespaced("sim", API_VERSION, NODE_POOL, "team", "web"),
+        owner: Owner { app: "web".into() },
+        digest: "d1".into(),
+        spec: json!({"serverClass": "gp.vs1.large-iad"}),
+    };
+    let err = f.sim.apply(&pool, &key(2)).await.unwrap_err();
+    assert!(err.to_string().contains("NodePool is cluster-scoped"), "{err}");
+}
+
+#[tokio::test]
+async fn cluster_scoped_objects_live_apart_from_namespaced_ones() {
+    let f = fixture().await;
+    let pool = DesiredResource {
+        id: ResourceId::cluster_scoped("sim", API_VERSION, NODE_POOL, "web"),
+        owner: Owner { app: "web".into() },
+        digest: "d1".into(),
+        spec: json!({"serverClass": "gp.vs1.large-iad"}),
+    };
+    assert_eq!(f.sim.apply(&pool, &key(1)).await.unwrap(), Outcome::Created);
+    assert_eq!(observed_spec(&f.sim, &pool.id).await, Some(pool.spec.clone()));
+    assert_eq!(health(&f.sim, &pool.id).await.unwrap(), Health::Healthy);
+    assert_eq!(f.sim.delete(&pool.id, &key(2)).await.unwrap(), Outcome::Deleted);
+    assert_eq!(observed_spec(&f.sim, &pool.id).await, None);
+}
+
+#[tokio::test]
+async fn apply_of_an_unknown_kind_is_refused_and_observe_answers_per_id() {
+    let f = fixture().await;
+    let web = workload("web").build();
+    f.sim.apply(&web, &key(1)).await.unwrap();
     let r = workload("web").kind("apps/v1", "Deployment").build();
-    let err = f.sim.apply(&r, &key(1)).await.unwrap_err();
+    let err = f.sim.apply(&r, &key(2)).await.unwrap_err();
     assert!(matches!(err, Error::UnknownKind { .. }), "{err}");
-    assert!(err.to_string().contains("provider sim") && err.to_string().contains("Deployment/default/web"), "{err}");
-    let err = f.sim.observe(std::slice::from_ref(&r.id)).await.unwrap_err();
-    assert_eq!(err.kind_label(), "unknown_kind");
+    assert_eq!(err.to_string(), "provider sim: unknown resource kind apps/v1/Deployment");
+    let answers = f.sim.observe(&[r.id.clone(), web.id.clone()]).await;
+    assert_eq!(answers[0].1.as_ref().unwrap_err().kind_label(), "unknown_kind");
+    assert_eq!(answers[1].1.as_ref().unwrap().as_ref().map(|o| &o.spec), Some(&web.spec));
 }
 
 #[tokio::test]
 async fn apply_of_another_instances_resource_is_refused() {
     let f = fixture().await;
     let err = f.sim.apply(&workload("web").instance("other").build(), &key(1)).await.unwrap_err();
-    assert!(matches!(err, Error::Failed { .. }), "{err}");
+    assert!(matches!(err, Error::Failed { class: ErrorClass::Terminal, .. }), "{err}");
     assert!(err.to_string().contains("\"other\""), "{err}");
 }
 
@@ -357,38 +387,57 @@ async fn apply_of_another_instances_resource_is_refused() {
 async fn injected_apply_fault_fails_until_cleared() {
     let f = fixture_with(SimConfig { faults: Faults::default().fail_apply("web"), ..config() }).await;
     let err = f.sim.apply(&workload("web").build(), &key(1)).await.unwrap_err();
-    assert!(matches!(err, Error::Failed { .. }), "{err}");
-    assert_eq!(err.to_string(), "provider sim: injected fault: apply of sim:Workload/default/web failed");
+    assert_eq!(err.class(), ErrorClass::Terminal);
+    assert_eq!(err.to_string(), "provider sim: injected fault: apply of sim:Workload/default/web was rejected");
     assert_eq!(f.sim.apply(&workload("api").build(), &key(2)).await.unwrap(), Outcome::Created);
     f.sim.set_faults(Faults::default());
     assert_eq!(f.sim.apply(&workload("web").build(), &key(1)).await.unwrap(), Outcome::Created);
 }
 
-// ---- observe and list ----
-
 #[tokio::test]
-async fn observe_returns_managed_fields_and_digest_and_leaves_out_missing() {
+async fn a_forbidden_resource_fails_alone() {
     let f = fixture().await;
-    let web = workload("web").build();
+    let (web, api) = (workload("web").build(), workload("api").build());
     f.sim.apply(&web, &key(1)).await.unwrap();
-    let observed = f.sim.observe(&[id(WORKLOAD, "gone"), web.id.clone()]).await.unwrap();
-    assert_eq!(observed, vec![Observed { id: web.id, digest: Some("d1".into()), spec: web.spec }]);
-    assert!(f.sim.observe(&[]).await.unwrap().is_empty());
+    f.sim.apply(&api, &key(2)).await.unwrap();
+    f.sim.set_faults(Faults::default().forbid("web"));
+    let answers = f.sim.health(&[web.id.clone(), api.id.clone()]).await;
+    assert!(matches!(&answers[0].1, Err(Error::Forbidden { .. })), "{:?}", answers[0]);
+    assert!(answers[1].1.is_ok(), "{:?}", answers[1]);
+    assert_eq!(f.sim.apply(&web, &key(3)).await.unwrap_err().class(), ErrorClass::Terminal);
 }
 
 #[tokio::test]
-async fn list_returns_an_owners_resources_of_this_instance_only() {
-    let f = fixture().await;
-    let other_instance = f.reopen("sim-2").await;
-    f.sim.apply(&workload("web").build(), &key(1)).await.unwrap();
-    f.sim.apply(&route("web").build(), &key(2)).await.unwrap();
-    f.sim.apply(&workload("api").owner("api").build(), &key(3)).await.unwrap();
-    other_instance.apply(&workload("web").instance("sim-2").build(), &key(1)).await.unwrap();
+async fn an_unavailable_operation_is_transient_for_every_id() {
+    let f = fixture_with(SimConfig { faults: Faults::default().unavailable(Operation::Observe), ..config() }).await;
+    let answers = f.sim.observe(&[id(WORKLOAD, "a"), id(WORKLOAD, "b")]).await;
+    assert_eq!(answers.len(), 2);
+    for (_, answer) in answers {
+        assert_eq!(answer.unwrap_err().class(), ErrorClass::Transient);
+    }
+    assert!(f.sim.apply(&workload("web").build(), &key(1)).await.is_ok(), "only observe is down");
+}
 
-    let listed = f.sim.list(&Owner { app: "web".into() }).await.unwrap();
-    assert_eq!(listed, vec![id(ROUTE, "web"), id(WORKLOAD, "web")]);
-    assert_eq!(other_instance.list(&Owner { app: "web".into() }).await.unwrap().len(), 1);
-    assert!(f.sim.list(&Owner { app: "nobody".into() }).await.unwrap().is_empty());
+#[tokio::test]
+async fn a_hung_operation_never_answers() {
+    let f = fixture_with(SimConfig { faults: Faults::default().hang(Operation::Apply), ..config() }).await;
+    let hung = tokio::time::timeout(Duration::from_millis(200), f.sim.apply(&workload("web").build(), &key(1))).await;
+    assert!(hung.is_err(), "a hung apply must not answer");
+    assert_eq!(observed_spec(&f.sim, &id(WORKLOAD, "web")).await, None, "it never acted");
+}
+
+// ---- observe ----
+
+#[tokio::test]
+async fn observe_answers_each_id_in_order() {
+    let f = fixture().await;
+    let web = workload("web").build();
+    f.sim.apply(&web, &key(1)).await.unwrap();
+    let answers = f.sim.observe(&[id(WORKLOAD, "gone"), web.id.clone()]).await;
+    assert_eq!(answers[0].0, id(WORKLOAD, "gone"));
+    assert_eq!(answers[0].1, Ok(None));
+    assert_eq!(answers[1].1, Ok(Some(Observed { id: web.id.clone(), digest: Some("d1".into()), spec: web.spec })));
+    assert!(f.sim.observe(&[]).await.is_empty());
 }
 
 // ---- delete ----
@@ -400,18 +449,7 @@ async fn delete_removes_and_reports_missing_ones() {
     f.sim.apply(&web, &key(1)).await.unwrap();
     assert_eq!(f.sim.delete(&web.id, &key(2)).await.unwrap(), Outcome::Deleted);
     assert_eq!(observed_spec(&f.sim, &web.id).await, None);
-    assert_eq!(f.sim.delete(&web.id, &key(3)).await.unwrap(), Outcome::NotFound);
-}
-
-#[tokio::test]
-async fn delete_replayed_with_the_same_key_acts_once() {
-    let f = fixture().await;
-    let web = workload("web").build();
-    f.sim.apply(&web, &key(1)).await.unwrap();
-    assert_eq!(f.sim.delete(&web.id, &key(2)).await.unwrap(), Outcome::Deleted);
-    f.sim.apply(&web, &key(3)).await.unwrap();
-    assert_eq!(f.sim.delete(&web.id, &key(2)).await.unwrap(), Outcome::Replayed);
-    assert!(observed_spec(&f.sim, &web.id).await.is_some(), "the replay must not delete again");
+    assert_eq!(f.sim.delete(&web.id, &key(2)).await.unwrap(), Outcome::NotFound, "a replay finds nothing");
 }
 
 #[tokio::test]
@@ -420,7 +458,7 @@ async fn injected_delete_fault_fails() {
     let web = workload("web").build();
     f.sim.apply(&web, &key(1)).await.unwrap();
     let err = f.sim.delete(&web.id, &key(2)).await.unwrap_err();
-    assert_eq!(err.to_string(), "provider sim: injected fault: delete of sim:Workload/default/web failed");
+    assert_eq!(err.to_string(), "provider sim: injected fault: delete of sim:Workload/default/web was rejected");
     assert!(observed_spec(&f.sim, &web.id).await.is_some());
 }
 
@@ -436,13 +474,13 @@ async fn workloads_progress_linearly_then_become_healthy() {
         desired: 4,
         message: format!("sim:Workload/default/web: {ready} of 4 replicas ready"),
     };
-    assert_eq!(f.sim.health(&web.id).await.unwrap(), progressing(0));
+    assert_eq!(health(&f.sim, &web.id).await.unwrap(), progressing(0));
     f.clock.advance(ROLLOUT / 2);
-    assert_eq!(f.sim.health(&web.id).await.unwrap(), progressing(2));
+    assert_eq!(health(&f.sim, &web.id).await.unwrap(), progressing(2));
     f.clock.advance(ROLLOUT / 2 - Duration::from_micros(1));
-    assert_eq!(f.sim.health(&web.id).await.unwrap(), progressing(3));
+    assert_eq!(health(&f.sim, &web.id).await.unwrap(), progressing(3));
     f.clock.advance(Duration::from_micros(1));
-    assert_eq!(f.sim.health(&web.id).await.unwrap(), Health::Healthy);
+    assert_eq!(health(&f.sim, &web.id).await.unwrap(), Health::Healthy);
 }
 
 #[tokio::test]
@@ -451,14 +489,9 @@ async fn zero_replicas_and_routes_are_healthy_at_once() {
     let idle = workload("idle").replicas(0).build();
     f.sim.apply(&idle, &key(1)).await.unwrap();
     f.sim.apply(&route("web").build(), &key(2)).await.unwrap();
-    assert_eq!(f.sim.health(&idle.id).await.unwrap(), Health::Healthy);
-    assert_eq!(f.sim.health(&id(ROUTE, "web")).await.unwrap(), Health::Healthy);
-}
-
-#[tokio::test]
-async fn missing_resources_have_missing_health() {
-    let f = fixture().await;
-    assert_eq!(f.sim.health(&id(WORKLOAD, "nothing")).await.unwrap(), Health::Missing);
+    let answers = f.sim.health(&[idle.id.clone(), id(ROUTE, "web"), id(WORKLOAD, "nothing")]).await;
+    let health: Vec<Health> = answers.into_iter().map(|(_, h)| h.unwrap()).collect();
+    assert_eq!(health, [Health::Healthy, Health::Healthy, Health::Missing]);
 }
 
 #[tokio::test]
@@ -467,22 +500,77 @@ async fn a_spec_change_restarts_the_rollout_but_a_digest_change_does_not() {
     f.sim.apply(&workload("web").build(), &key(1)).await.unwrap();
     f.clock.advance(ROLLOUT);
     f.sim.apply(&workload("web").digest("d2").build(), &key(2)).await.unwrap();
-    assert_eq!(f.sim.health(&id(WORKLOAD, "web")).await.unwrap(), Health::Healthy);
+    assert_eq!(health(&f.sim, &id(WORKLOAD, "web")).await.unwrap(), Health::Healthy);
     f.sim.apply(&workload("web").image("web:2").build(), &key(3)).await.unwrap();
-    assert!(matches!(f.sim.health(&id(WORKLOAD, "web")).await.unwrap(), Health::Progressing { ready: 0, .. }));
+    assert!(matches!(health(&f.sim, &id(WORKLOAD, "web")).await.unwrap(), Health::Progressing { ready: 0, .. }));
 }
 
 #[tokio::test]
 async fn zero_rollout_time_converges_at_once() {
     let f = fixture_with(SimConfig { rollout_time: Duration::ZERO, ..config() }).await;
     f.sim.apply(&workload("web").build(), &key(1)).await.unwrap();
-    assert_eq!(f.sim.health(&id(WORKLOAD, "web")).await.unwrap(), Health::Healthy);
+    assert_eq!(health(&f.sim, &id(WORKLOAD, "web")).await.unwrap(), Health::Healthy);
 }
 
 #[test]
 fn default_config_converges_in_one_and_a_half_seconds() {
     assert_eq!(SimConfig::default().rollout_time, Duration::from_millis(1500));
     assert_eq!(SimConfig::default().faults, Faults::default());
+}
+
+// ---- traffic and metrics ----
+
+fn app_ref(name: &str) -> AppRef {
+    AppRef { app: name.into(), team: None }
+}
+
+fn weights(pairs: &[(Variant, u8)]) -> Vec<Weight> {
+    pairs.iter().map(|&(variant, percent)| Weight { variant, percent }).collect()
+}
+
+#[tokio::test]
+async fn weights_are_set_per_app_and_read_back() {
+    let f = fixture().await;
+    assert!(f.sim.weights(&app_ref("web")).await.unwrap().is_empty());
+    let split = weights(&[(Variant::Canary, 10), (Variant::Stable, 90)]);
+    assert_eq!(f.sim.set_weights(&app_ref("web"), &split, &key(1)).await.unwrap(), Outcome::Created);
+    assert_eq!(f.sim.set_weights(&app_ref("web"), &split, &key(1)).await.unwrap(), Outcome::Unchanged);
+    let live = f.sim.weights(&app_ref("web")).await.unwrap();
+    assert_eq!(live, weights(&[(Variant::Stable, 90), (Variant::Canary, 10)]));
+    let all = weights(&[(Variant::Stable, 100), (Variant::Canary, 0)]);
+    assert_eq!(f.sim.set_weights(&app_ref("web"), &all, &key(2)).await.unwrap(), Outcome::Updated);
+    assert_eq!(f.sim.weights(&app_ref("web")).await.unwrap(), weights(&[(Variant::Stable, 100)]));
+    assert!(f.sim.weights(&app_ref("api")).await.unwrap().is_empty(), "weights are per app");
+}
+
+#[tokio::test]
+async fn weights_that_do_not_add_up_are_refused() {
+    let f = fixture().await;
+    let err = f.sim.set_weights(&app_ref("web"), &weights(&[(Variant::Stable, 60)]), &key(1)).await.unwrap_err();
+    assert!(err.to_string().contains("add up to 100, they add up to 60"), "{err}");
+    let twice = weights(&[(Variant::Stable, 50), (Variant::Stable, 50)]);
+    let err = f.sim.set_weights(&app_ref("web"), &twice, &key(2)).await.unwrap_err();
+    assert!(err.to_string().contains("variant stable has more than one weight"), "{err}");
+}
+
+#[tokio::test]
+async fn metrics_are_healthy_until_a_variant_is_degraded() {
+    let f = fixture().await;
+    let gate = |metric: &str| Gate { metric: metric.into(), ..Gate::default() };
+    let window = Duration::from_secs(60);
+    let q = async |metric: &str, variant| f.sim.query(&app_ref("web"), &gate(metric), variant, window).await;
+    assert_eq!(q("success-rate", Variant::Canary).await.unwrap(), 99.95);
+    assert_eq!(q("latency-p99", Variant::Canary).await.unwrap(), 85.0);
+    f.sim.set_faults(
+        Faults::default().degrade(Variant::Canary, VariantMetrics { success_rate: 91.0, latency_p99_ms: 900.0 }),
+    );
+    assert_eq!(q("success-rate", Variant::Canary).await.unwrap(), 91.0);
+    assert_eq!(q("error-rate", Variant::Canary).await.unwrap(), 9.0);
+    assert_eq!(q("latency-p99", Variant::Canary).await.unwrap(), 900.0);
+    assert_eq!(q("success-rate", Variant::Stable).await.unwrap(), 99.95, "only the canary is degraded");
+    let err = q("apdex", Variant::Stable).await.unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Terminal);
+    assert!(err.to_string().contains("unknown metric \"apdex\""), "{err}");
 }
 
 // ---- drift ----
@@ -493,9 +581,9 @@ async fn drift_changes_the_observed_field_but_not_the_digest() {
     let web = workload("web").build();
     f.sim.apply(&web, &key(1)).await.unwrap();
     f.sim.drift(&web.id, "/replicas", json!(9)).await.unwrap();
-    let observed = f.sim.observe(std::slice::from_ref(&web.id)).await.unwrap();
-    assert_eq!(observed[0].spec["replicas"], 9);
-    assert_eq!(observed[0].digest.as_deref(), Some("d1"));
+    let live = observed(&f.sim, &web.id).await.unwrap().unwrap();
+    assert_eq!(live.spec["replicas"], 9);
+    assert_eq!(live.digest, Some("d1".into()));
     // Re-applying the desired spec heals it.
     assert_eq!(f.sim.apply(&web, &key(2)).await.unwrap(), Outcome::Updated);
     assert_eq!(observed_spec(&f.sim, &web.id).await, Some(web.spec));
@@ -509,7 +597,7 @@ async fn drift_can_add_a_field_and_break_health() {
     f.sim.drift(&web.id, "/resources", json!({"cpu": "4"})).await.unwrap();
     assert_eq!(observed_spec(&f.sim, &web.id).await.unwrap()["resources"]["cpu"], "4");
     f.sim.drift(&web.id, "/replicas", json!("many")).await.unwrap();
-    assert!(matches!(f.sim.health(&web.id).await.unwrap(), Health::Degraded { .. }));
+    assert!(matches!(health(&f.sim, &web.id).await.unwrap(), Health::Degraded { .. }));
 }
 
 #[tokio::test]
@@ -527,14 +615,32 @@ async fn drift_of_a_missing_resource_or_bad_pointer_fails() {
 // ---- storage ----
 
 #[tokio::test]
-async fn state_and_keys_survive_a_reopen() {
+async fn state_survives_a_reopen() {
     let f = fixture().await;
     let web = workload("web").build();
     f.sim.apply(&web, &key(1)).await.unwrap();
     f.sim.close().await;
     let reopened = f.reopen("sim").await;
     assert_eq!(observed_spec(&reopened, &web.id).await, Some(web.spec.clone()));
-    assert_eq!(reopened.apply(&web, &key(1)).await.unwrap(), Outcome::Replayed);
+    assert_eq!(reopened.apply(&web, &key(1)).await.unwrap(), Outcome::Unchanged);
+}
+
+#[tokio::test]
+async fn instances_sharing_a_file_keep_apart() {
+    let f = fixture().await;
+    let other = f.reopen("sim-2").await;
+    f.sim.apply(&workload("web").build(), &key(1)).await.unwrap();
+    assert_eq!(observed_spec(&other, &id(WORKLOAD, "web").with_instance("sim-2")).await, None);
+}
+
+trait WithInstance {
+    fn with_instance(self, instance: &str) -> Self;
+}
+
+impl WithInstance for ResourceId {
+    fn with_instance(self, instance: &str) -> Self {
+        ResourceId { instance: instance.into(), ..self }
+    }
 }
 
 #[tokio::test]
@@ -547,12 +653,13 @@ async fn opens_in_wal_mode_and_creates_parent_folders() {
 }
 
 #[tokio::test]
-async fn storage_errors_name_the_instance() {
+async fn storage_errors_are_transient_and_name_the_instance() {
     let f = fixture().await;
     f.sim.close().await;
-    let err = f.sim.health(&id(WORKLOAD, "web")).await.unwrap_err();
-    assert_eq!(err.kind_label(), "storage");
-    assert!(err.to_string().starts_with("provider sim: storage"), "{err}");
+    let err = health(&f.sim, &id(WORKLOAD, "web")).await.unwrap_err();
+    assert_eq!(err.kind_label(), "unavailable");
+    assert_eq!(err.class(), ErrorClass::Transient);
+    assert!(err.to_string().starts_with("provider sim: unavailable: storage"), "{err}");
 }
 
 // ---- slow calls ----
@@ -562,18 +669,19 @@ async fn slow_reads_take_at_least_the_delay() {
     let delay = Duration::from_millis(40);
     let f = fixture_with(SimConfig { faults: Faults::default().slow(Operation::Observe, delay), ..config() }).await;
     let started = Instant::now();
-    f.sim.observe(&[id(WORKLOAD, "web")]).await.unwrap();
+    f.sim.observe(&[id(WORKLOAD, "web")]).await;
     assert!(started.elapsed() >= delay);
 }
 
 #[tokio::test]
-async fn a_slow_apply_that_times_out_has_acted_and_replays_safely() {
+async fn a_slow_apply_that_times_out_has_acted_and_observing_shows_it() {
     let f = fixture().await;
     f.sim.set_faults(Faults::default().slow(Operation::Apply, Duration::from_secs(30)));
     let web = workload("web").build();
     let timed_out = tokio::time::timeout(Duration::from_secs(1), f.sim.apply(&web, &key(1))).await;
     assert!(timed_out.is_err(), "the slow apply should not answer in time");
     f.sim.set_faults(Faults::default());
-    assert!(observed_spec(&f.sim, &web.id).await.is_some(), "the effect happened before the delay");
-    assert_eq!(f.sim.apply(&web, &key(1)).await.unwrap(), Outcome::Replayed);
+    let live = observed(&f.sim, &web.id).await.unwrap().expect("the effect happened before the delay");
+    assert_eq!(live.digest, Some(web.digest.clone()));
+    assert_eq!(f.sim.apply(&web, &key(1)).await.unwrap(), Outcome::Unchanged);
 }
