@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::engine::state::Fleet;
+use crate::engine::state::{Fleet, Phase};
 use crate::ledger::{AuditQuery, Ledger};
 use crate::metrics::Metrics;
 use crate::record::StatusBranch;
@@ -109,13 +109,40 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// Readiness from the fleet, the ledger and the recorder (decided by [`crate::health::readiness`]).
+fn assess(s: &ApiState) -> crate::health::Readiness {
+    let ledger = s.ledger.write_state();
+    let record = s.status_branch.as_ref().map(StatusBranch::record_state);
+    let fleet = s.fleet.read().unwrap_or_else(|e| e.into_inner());
+    let held_apps = fleet
+        .apps
+        .values()
+        .filter(|a| matches!(a.phase, Phase::Blocked | Phase::Failed))
+        .map(|a| a.name.as_str())
+        .collect();
+    crate::health::readiness(&crate::health::Signals {
+        snapshot_loaded: fleet.source.ready,
+        ledger: &ledger,
+        source_error: fleet.source.error.as_ref(),
+        source_warnings: &fleet.source.warnings,
+        status_branch: record.as_ref(),
+        held_apps,
+    })
+}
+
 async fn readyz(State(s): State<ApiState>) -> Response {
-    let ready = s.fleet.read().unwrap_or_else(|e| e.into_inner()).source.ready;
-    if ready {
-        Json(json!({"status": "ready"})).into_response()
-    } else {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the first commit has not been reconciled yet").into_response()
+    let verdict = assess(&s);
+    if verdict.ready {
+        return Json(json!({"status": "ready", "problems": verdict.problems})).into_response();
     }
+    let message: Vec<&str> =
+        verdict.problems.iter().filter(|p| p.blocks_readiness).map(|p| p.message.as_str()).collect();
+    let body = json!({
+        "status": "not ready",
+        "error": {"status": 503, "message": message.join("; ")},
+        "problems": verdict.problems,
+    });
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
 async fn metrics(State(s): State<ApiState>) -> Response {
@@ -128,8 +155,14 @@ async fn metrics(State(s): State<ApiState>) -> Response {
 }
 
 async fn status(State(s): State<ApiState>) -> Json<serde_json::Value> {
+    let verdict = assess(&s);
+    let record = s.status_branch.as_ref().map(StatusBranch::record_state);
     let fleet = s.fleet.read().unwrap_or_else(|e| e.into_inner());
     Json(json!({
+        "ready": verdict.ready,
+        "problems": verdict.problems,
+        "ledger": s.ledger.write_state(),
+        "statusBranch": record,
         "source": fleet.source,
         "providers": fleet.providers,
         "apps": fleet.apps.len(),
@@ -218,6 +251,15 @@ async fn audit(
 }
 
 async fn audit_verify(State(s): State<ApiState>) -> ApiResult<Response> {
+    if let crate::ledger::WriteState::Replaced { message } = s.ledger.write_state() {
+        // The chain this process reads is no longer the file on disk: "verified" would mislead.
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the audit ledger was replaced under the daemon, so the chain it holds cannot be verified: {message}"
+            ),
+        ));
+    }
     let anchors = match s.status_branch.clone() {
         Some(branch) => tokio::task::spawn_blocking(move || branch.anchors())
             .await
@@ -226,8 +268,18 @@ async fn audit_verify(State(s): State<ApiState>) -> ApiResult<Response> {
         None => Vec::new(),
     };
     let report = s.ledger.verify(&anchors).await?;
-    let code = if report.ok { StatusCode::OK } else { StatusCode::CONFLICT };
-    Ok((code, Json(serde_json::to_value(&report).unwrap_or_default())).into_response())
+    let mut body = serde_json::to_value(&report).unwrap_or_default();
+    let mut ok = report.ok;
+    if let Some(branch) = &s.status_branch {
+        let files = crate::record::check_status_files(branch, &s.ledger)
+            .await
+            .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("reading the status branch: {e:#}")))?;
+        ok &= files.ok;
+        body["ok"] = json!(ok);
+        body["statusFiles"] = serde_json::to_value(&files).unwrap_or_default();
+    }
+    let code = if ok { StatusCode::OK } else { StatusCode::CONFLICT };
+    Ok((code, Json(body)).into_response())
 }
 
 async fn index(State(s): State<ApiState>) -> Html<String> {
@@ -262,6 +314,8 @@ async fn index(State(s): State<ApiState>) -> Html<String> {
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
+
+pub mod server;
 
 #[cfg(test)]
 mod tests;

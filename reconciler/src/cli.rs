@@ -123,6 +123,8 @@ pub struct Tuning {
     /// shutdown) run; the rest start on the next tick. Matters for cold starts of large fleets.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub pass_budget: Duration,
+    #[command(flatten)]
+    pub safeguards: crate::daemon::safeguards::Safeguards,
 }
 
 #[derive(Debug, Args)]
@@ -202,7 +204,8 @@ pub enum ProviderCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Recompute the hash chain and cross-check the status branch's `Keelson-Audit` trailers.
+    /// Recompute the hash chain, cross-check the status branch's `Keelson-Audit` trailers and (with
+    /// `--repo` and a database) check every status commit's `status/<app>.yaml` against the ledger.
     Verify {
         #[command(flatten)]
         db: LedgerArgs,
@@ -329,7 +332,11 @@ fn init_logging(format: LogFormat, filter: Option<&str>) {
         }),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A log line that cannot be written (a full disk under a redirected stderr) is dropped: the
+    // default reports it with eprintln!, which panics when stderr cannot be written either, and
+    // took the daemon down with the disk.
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).log_internal_errors(false);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.with_ansi(false).init(),
@@ -375,6 +382,7 @@ async fn up(args: UpArgs) -> Result<ExitCode> {
         providers: Default::default(),
         clusters: Default::default(),
         not_built: Vec::new(),
+        safeguards: args.tuning.safeguards,
     };
     daemon::run(opts, |addr, data_dir, database| {
         let d = dir.display();
@@ -574,18 +582,44 @@ async fn audit(cmd: AuditCommand) -> Result<ExitCode> {
     match cmd {
         AuditCommand::Verify { db, file, format } => {
             let anchors = db.anchors()?;
-            let report = match file {
+            let (report, files) = match file {
                 Some(path) => {
                     let f = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-                    crate::ledger::verify_export(std::io::BufReader::new(f), &anchors)?
+                    (crate::ledger::verify_export(std::io::BufReader::new(f), &anchors)?, None)
                 }
-                None => db.open().await?.verify(&anchors).await?,
+                None => {
+                    let ledger = db.open().await?;
+                    let report = ledger.verify(&anchors).await?;
+                    // The status files too, not only the trailers: a hand edit of
+                    // status/<app>.yaml changes no trailer.
+                    let files = match &db.repo {
+                        Some(repo) => {
+                            let branch = StatusBranch::new(GitRepo::open(repo)?, &db.status_branch);
+                            Some(crate::record::check_status_files(&branch, &ledger).await?)
+                        }
+                        None => None,
+                    };
+                    (report, files)
+                }
             };
+            let ok = report.ok && files.as_ref().is_none_or(|f| f.ok);
             match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-                Format::Text => println!("{report}"),
+                Format::Json => {
+                    let mut body = serde_json::to_value(&report)?;
+                    if let Some(files) = &files {
+                        body["ok"] = serde_json::json!(ok);
+                        body["statusFiles"] = serde_json::to_value(files)?;
+                    }
+                    println!("{}", serde_json::to_string_pretty(&body)?)
+                }
+                Format::Text => {
+                    println!("{report}");
+                    if let Some(files) = &files {
+                        println!("{files}");
+                    }
+                }
             }
-            Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         AuditCommand::Log { db, app, since, limit, format } => {
             let ledger = db.open().await?;

@@ -143,6 +143,7 @@ pub fn daemon_options(args: DaemonArgs, config: Option<Config>) -> Result<Daemon
         providers: config.providers.clone(),
         clusters: config.clusters.clone(),
         not_built,
+        safeguards: args.tuning.safeguards,
     })
 }
 

@@ -1,4 +1,9 @@
-//! The daemon: one instance per data directory, wiring source → engine → ledger → status branch → API.
+//! The daemon: one instance per data directory and per (repository, status branch), wiring
+//! source → engine → ledger → status branch → API.
+
+mod lock;
+pub mod safeguards;
+mod startup;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -12,12 +17,13 @@ use keelson_manifest::config::{ClusterBinding, ProviderConfig};
 use keelson_provider_sim::SimConfig;
 use tokio::sync::{Notify, mpsc, watch};
 
+use crate::api::server::{ServeLimits, default_max_connections, serve};
 use crate::api::{ApiState, router};
 use crate::engine::state::{Fleet, SourceStatus};
 use crate::engine::{Engine, EngineSettings};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
-use crate::record::{StatusBranch, drain_outbox, run_recorder};
+use crate::record::{StatusBranch, drain_outbox, final_drain, run_recorder};
 use crate::source::{GitRepo, watch_ref};
 
 /// Everything `keelson daemon` (and `keelson up`) needs to run.
@@ -47,6 +53,8 @@ pub struct DaemonOptions {
     pub clusters: BTreeMap<String, ClusterBinding>,
     /// Config settings accepted but not carried out, one message each (logged, and in `/api/v1/status`).
     pub not_built: Vec<String>,
+    /// API connection limits, the shutdown deadline, `--new-audit-chain`.
+    pub safeguards: safeguards::Safeguards,
 }
 
 /// Runs until SIGTERM or SIGINT; `on_listening` is called with the bound API address and data dir.
@@ -58,7 +66,13 @@ pub async fn run(opts: DaemonOptions, on_listening: impl FnOnce(SocketAddr, &Pat
     let data_dir = opts.data_dir.clone().unwrap_or_else(|| repo.root().join(".keelson"));
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
     let _lock = take_instance_lock(&data_dir)?;
+    let _repo_lock = lock::take_repository_lock(repo.git_dir(), repo.root(), &opts.status_branch, &data_dir)?;
     clear_stale_git_locks(&repo, &opts.status_branch);
+    let guards = opts.safeguards.clone();
+    let open_files = crate::api::server::raise_open_file_limit();
+    // A write past a file-size limit must fail like a full disk (an error the ledger recovers
+    // from), not kill the daemon in the middle of a commit.
+    let _xfsz = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGXFSZ)).ok();
 
     let database = opts.database.clone().unwrap_or_else(|| data_dir.join("keelson.db").display().to_string());
     let ledger = Ledger::open(&database).await.context("opening the audit ledger")?;
@@ -72,10 +86,16 @@ pub async fn run(opts: DaemonOptions, on_listening: impl FnOnce(SocketAddr, &Pat
 
     let metrics = Arc::new(Metrics::new());
     let status_branch = StatusBranch::new(repo.clone(), &opts.status_branch);
+    startup::check_status_branch(&status_branch, &ledger, &database, guards.new_audit_chain).await?;
     // Whatever a previous run appended but did not commit goes to the branch before any new work.
-    let drained = drain_outbox(&status_branch, &ledger, &metrics).await.context("draining the status outbox")?;
-    if drained > 0 {
-        tracing::info!(entries = drained, "recorded ledger entries left from the previous run on the status branch");
+    match drain_outbox(&status_branch, &ledger, &metrics).await {
+        Ok(0) => {}
+        Ok(drained) => {
+            tracing::info!(entries = drained, "recorded ledger entries left from the previous run on the status branch")
+        }
+        // Reported by the recorder's state; the daemon runs on without writing the branch.
+        Err(e) if e.is::<crate::record::WritesStopped>() => {}
+        Err(e) => return Err(e.context("draining the status outbox")),
     }
     for message in &opts.not_built {
         tracing::warn!(setting = "config", "{message}");
@@ -95,6 +115,7 @@ pub async fn run(opts: DaemonOptions, on_listening: impl FnOnce(SocketAddr, &Pat
     }));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shutdown_tx = Arc::new(shutdown_tx);
     let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| {
         format!("cannot listen on {} (is another process using it? try --listen 127.0.0.1:0)", opts.listen)
     })?;
@@ -105,14 +126,18 @@ pub async fn run(opts: DaemonOptions, on_listening: impl FnOnce(SocketAddr, &Pat
         metrics: metrics.clone(),
         status_branch: Some(status_branch.clone()),
     });
-    let mut api_shutdown = shutdown_rx.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, api)
-            .with_graceful_shutdown(async move {
-                let _ = api_shutdown.wait_for(|stop| *stop).await;
-            })
-            .await
-    });
+    let limits = ServeLimits {
+        max_connections: guards.api_max_connections.unwrap_or_else(|| default_max_connections(open_files)),
+        header_timeout: guards.api_header_timeout,
+        max_lifetime: Duration::from_secs(60),
+    };
+    tracing::info!(
+        max_connections = limits.max_connections,
+        open_file_limit = open_files,
+        header_timeout_ms = limits.header_timeout.as_millis() as u64,
+        "status API limits"
+    );
+    let server = tokio::spawn(serve(listener, api, limits, shutdown_rx.clone(), guards.shutdown_timeout));
 
     let wake = Arc::new(Notify::new());
     let recorder = tokio::spawn(run_recorder(
@@ -122,6 +147,7 @@ pub async fn run(opts: DaemonOptions, on_listening: impl FnOnce(SocketAddr, &Pat
         wake.clone(),
         shutdown_rx.clone(),
     ));
+    let watchdog = tokio::spawn(startup::watch_ledger(ledger.clone(), shutdown_rx.clone()));
     let (ref_tx, ref_rx) = mpsc::channel(16);
     let _watch = watch_ref(repo.git_dir(), &opts.branch, opts.poll_interval, ref_tx)?;
     let engine = Engine::new(
@@ -139,19 +165,31 @@ pub async fn run(opts: DaemonOptions, on_listening: impl FnOnce(SocketAddr, &Pat
         metrics.clone(),
         wake,
     );
+    let signalled = shutdown_tx.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutting down: finishing the current step, draining the status outbox");
-        let _ = shutdown_tx.send(true);
+        let _ = signalled.send(true);
     });
     on_listening(addr, &data_dir, &database);
     tracing::info!(%addr, repo = %repo.root().display(), branch = opts.branch, "keelson is running");
     let result = engine.run(ref_rx, shutdown_rx).await;
-    let _ = recorder.await;
-    // The recorder has stopped: one last drain so nothing appended is left off the branch.
-    drain_outbox(&status_branch, &ledger, &metrics).await.context("draining the status outbox at shutdown")?;
-    server.await?.context("status API server")?;
-    ledger.close().await;
+    if let Err(e) = &result {
+        // Without this the recorder and the API would wait for a signal that never comes.
+        tracing::error!(error = format!("{e:#}"), "the engine stopped; shutting down");
+        let _ = shutdown_tx.send(true);
+    }
+    if tokio::time::timeout(guards.shutdown_timeout, recorder).await.is_err() {
+        tracing::warn!("the status recorder did not stop within the shutdown deadline");
+    }
+    // The engine has stopped appending: one last drain, within the shutdown deadline, so that
+    // nothing appended is left off the branch unless the branch cannot be written.
+    final_drain(&status_branch, &ledger, &metrics, guards.shutdown_timeout).await;
+    let _ = watchdog.await;
+    let _ = server.await;
+    if tokio::time::timeout(guards.shutdown_timeout, ledger.close()).await.is_err() {
+        tracing::warn!("the ledger's connections did not close within the shutdown deadline");
+    }
     result
 }
 

@@ -2,6 +2,7 @@
 //! is appended to the ledger (intent before any provider call, outcome after) and then shown to the API.
 
 pub mod decide;
+mod source_retry;
 pub mod state;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -69,6 +70,8 @@ pub struct Engine {
     previous: HashMap<String, keelson_manifest::App>,
     /// Apps the last pass left to a later one; when zero and nothing is in flight, ticks do nothing.
     deferred: usize,
+    /// Backoff of a source that could not be read.
+    source_retry: source_retry::SourceRetry,
     /// Apps whose last rollout failed with a transient error: not retried before the time given.
     backoff: HashMap<String, Backoff>,
 }
@@ -119,6 +122,7 @@ impl Engine {
             freeze_override: None,
             previous: HashMap::new(),
             deferred: 0,
+            source_retry: source_retry::SourceRetry::default(),
             backoff: HashMap::new(),
         }
     }
@@ -126,20 +130,20 @@ impl Engine {
     /// Runs until `shutdown` turns true: resumes from the ledger, then reacts to ref moves and ticks.
     pub async fn run(mut self, mut refs: mpsc::Receiver<()>, mut shutdown: watch::Receiver<bool>) -> Result<()> {
         self.resume().await?;
-        self.on_ref_moved().await?;
+        self.sync_source().await;
         let mut tick = tokio::time::interval(self.settings.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let retry_at = self.source_retry.next_attempt();
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => break,
                 moved = refs.recv() => {
                     if moved.is_none() { break; }
                     while refs.try_recv().is_ok() {}
-                    if let Err(e) = self.on_ref_moved().await {
-                        tracing::error!(error = format!("{e:#}"), "reading the source failed; will retry on the next event");
-                    }
+                    self.sync_source().await;
                 }
+                _ = source_retry::sleep_until(retry_at) => self.sync_source().await,
                 _ = tick.tick() => {
                     if let Err(e) = self.on_tick().await {
                         tracing::error!(error = format!("{e:#}"), "reconcile pass failed; will retry");
@@ -353,7 +357,10 @@ impl Engine {
         self.desired = outcome.desired;
         self.commit = Some(head.clone());
         let had_apps = !self.fleet.read().unwrap_or_else(|e| e.into_inner()).apps.is_empty();
-        self.reconcile(&snapshot).await?;
+        // The commit is loaded whatever the pass does; a failed pass is retried on the next tick.
+        if let Err(e) = self.reconcile(&snapshot).await {
+            tracing::error!(commit = %head, error = format!("{e:#}"), "reconcile pass failed; will retry");
+        }
         let mut warnings = Vec::new();
         if self.desired.apps.is_empty() && self.desired.invalid_apps.is_empty() {
             warnings.push(if had_apps {
@@ -383,6 +390,9 @@ impl Engine {
 
     /// Periodic work: check in-flight rollouts, then start rollouts that were waiting.
     async fn on_tick(&mut self) -> Result<()> {
+        if !self.ledger_accepts_work() {
+            return Ok(());
+        }
         let progressing: Vec<AppStatus> = self
             .fleet
             .read()
@@ -417,10 +427,17 @@ impl Engine {
 
     /// One pass over the desired state: start what must start, hold what is invalid, prune what left git.
     async fn reconcile(&mut self, snapshot: &Snapshot) -> Result<()> {
+        if !self.ledger_accepts_work() {
+            return Ok(());
+        }
         self.metrics.reconciles.inc();
         let desired = std::mem::take(&mut self.desired);
         let result = self.reconcile_desired(&desired, snapshot).await;
         self.desired = desired;
+        if result.is_err() {
+            // A pass that stopped early (an append failed) is tried again on the next tick.
+            self.deferred = self.deferred.max(1);
+        }
         let counts = self.fleet.read().unwrap_or_else(|e| e.into_inner()).counts();
         self.metrics.set_app_counts(counts.iter().map(|(k, v)| (*k, *v)));
         result

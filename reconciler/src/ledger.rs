@@ -6,6 +6,7 @@
 
 mod chain;
 mod export;
+mod guard;
 mod page;
 mod postgres;
 mod redact;
@@ -26,6 +27,7 @@ pub use chain::{
     VerifyReport, format_at, normalize_at, verify_entries,
 };
 pub use export::verify_export;
+pub use guard::WriteState;
 
 /// Errors of the audit ledger.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +101,16 @@ pub enum Error {
         /// What is wrong and how to fix it.
         reason: String,
     },
+    /// The ledger is not the one this process has been writing (deleted, replaced, truncated).
+    #[error(
+        "the audit ledger was replaced under the running daemon: {reason}; nothing more is appended \
+         (and no provider is called) until the daemon is restarted on the right ledger (see \
+         docs/operations.md, \"A deleted or replaced ledger\")"
+    )]
+    LedgerReplaced {
+        /// What was noticed.
+        reason: String,
+    },
     /// An audit query was malformed.
     #[error("invalid audit query: {0}")]
     InvalidQuery(String),
@@ -123,6 +135,7 @@ impl Error {
             Error::SchemaTooNew { .. } => "schema_too_new",
             Error::Migration { .. } => "migration",
             Error::InvalidEntry { .. } => "invalid_entry",
+            Error::LedgerReplaced { .. } => "ledger_replaced",
             Error::InvalidQuery(_) => "invalid_query",
             Error::Io(_) => "io",
         }
@@ -169,6 +182,20 @@ macro_rules! ledger_columns {
 }
 use ledger_columns;
 
+/// The newest entry of each app up to a seq (`ledger_app` index: one probe per app).
+macro_rules! latest_per_app_sql {
+    ($param:literal) => {
+        concat!(
+            "SELECT ",
+            ledger_columns!(),
+            " FROM ledger WHERE seq IN (SELECT MAX(seq) FROM ledger WHERE seq <= ",
+            $param,
+            " GROUP BY app) ORDER BY app"
+        )
+    };
+}
+use latest_per_app_sql;
+
 /// Rows come back as entries, or as a decode error that verification reports as a bad row.
 type EntryStream<'a> = BoxStream<'a, Result<LedgerEntry, sqlx::Error>>;
 
@@ -182,6 +209,7 @@ enum Store {
 #[derive(Clone, Debug)]
 pub struct Ledger {
     store: Store,
+    guard: std::sync::Arc<guard::WriteGuard>,
 }
 
 /// Pages read ahead of the hashing thread (bounds memory at a few pages).
@@ -219,7 +247,11 @@ impl Ledger {
         } else {
             Store::Sqlite(sqlite::SqliteStore::open_path(database.as_ref()).await?)
         };
-        Ok(Ledger { store })
+        let files = match &store {
+            Store::Sqlite(s) => s.files(),
+            Store::Postgres(_) => Vec::new(),
+        };
+        Ok(Ledger { store, guard: std::sync::Arc::new(guard::WriteGuard::watching(&files)) })
     }
 
     /// Appends one entry and returns it as stored.
@@ -234,10 +266,38 @@ impl Ledger {
             return Ok(Vec::new());
         }
         let prepared = entries.into_iter().map(chain::prepare).collect::<Result<Vec<_>>>()?;
-        match &self.store {
-            Store::Sqlite(s) => s.append(prepared).await,
-            Store::Postgres(s) => s.append(prepared).await,
+        self.guard.before_append()?;
+        let last = self.guard.last_written();
+        let result = match &self.store {
+            Store::Sqlite(s) => s.append(prepared, last.as_ref()).await,
+            Store::Postgres(s) => s.append(prepared, last.as_ref()).await,
+        };
+        self.guard.after_append(&result, |e: &LedgerEntry| (e.seq, e.hash.clone()));
+        result
+    }
+
+    /// Whether appends succeed, fail, or are refused because the ledger was swapped.
+    pub fn write_state(&self) -> WriteState {
+        self.guard.write_state()
+    }
+
+    /// Looks for a swapped ledger without appending: the files' identity, and whether the entry
+    /// this process appended last is still in the chain. Returns the write state after the check.
+    pub async fn check_identity(&self) -> WriteState {
+        self.guard.check_files();
+        if let Some((seq, hash)) = self.guard.last_written() {
+            match self.entries_after(seq - 1, 1).await {
+                Ok(found) => {
+                    let found = found.first().filter(|e| e.seq == seq).map(|e| e.hash.as_str());
+                    if let Err(Error::LedgerReplaced { reason }) = guard::looked_up(seq, &hash, found) {
+                        self.guard.mark_replaced(reason);
+                    }
+                }
+                // An unreadable ledger is reported by the next append; a read is no proof of a swap.
+                Err(e) => tracing::debug!(error = %e, "ledger identity check could not read the ledger"),
+            }
         }
+        self.write_state()
     }
 
     /// The newest entry's `(seq, hash)`.
@@ -274,6 +334,15 @@ impl Ledger {
     /// Up to `limit` entries with seq greater than `seq`, ascending (the status branch's outbox).
     pub async fn entries_after(&self, seq: i64, limit: i64) -> Result<Vec<LedgerEntry>> {
         self.entries(&AuditQuery { since_seq: Some(seq), limit: Some(limit), ..AuditQuery::default() }).await
+    }
+
+    /// The newest entry of each app with seq at most `upto` (what the status branch shows at
+    /// `upto`), by app name.
+    pub async fn latest_per_app(&self, upto: i64) -> Result<Vec<LedgerEntry>> {
+        match &self.store {
+            Store::Sqlite(s) => s.latest_per_app(upto).await,
+            Store::Postgres(s) => s.latest_per_app(upto).await,
+        }
     }
 
     /// Intents (`action == "intent"`) that no later entry names as `detail.intentSeq`, ascending seq.

@@ -11,6 +11,7 @@ pub mod config;
 pub mod crash;
 pub mod daemon;
 pub mod engine;
+pub mod health;
 pub mod init;
 pub mod ledger;
 pub mod metrics;

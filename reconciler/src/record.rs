@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -17,55 +17,118 @@ use crate::ledger::{Anchor, Ledger, LedgerEntry};
 use crate::metrics::Metrics;
 use crate::source::{GitRepo, trailer_values};
 
+mod integrity;
+pub use integrity::{
+    BadStatusFile, RecordState, StatusFilesReport, TipCheck, WritesStopped, check_status_files, inspect_tip,
+};
+
 /// The identity status commits are written with.
 pub const KEELSON_NAME: &str = "Keelson";
 /// The e-mail of that identity.
 pub const KEELSON_EMAIL: &str = "keelson@localhost";
+
+/// The trailer of the commit where a new audit chain starts (`--new-audit-chain`): anchors below
+/// it belong to an older chain and are not checked against the current ledger.
+pub const CHAIN_TRAILER: &str = "Keelson-Audit-Chain";
 
 /// The status branch of a repository.
 #[derive(Debug, Clone)]
 pub struct StatusBranch {
     repo: GitRepo,
     reference: String,
+    shared: Arc<Mutex<integrity::Shared>>,
 }
 
 impl StatusBranch {
     /// The branch `branch` (e.g. `keelson/status`) of `repo`.
     pub fn new(repo: GitRepo, branch: &str) -> Self {
-        Self { repo, reference: format!("refs/heads/{branch}") }
+        Self { repo, reference: format!("refs/heads/{branch}"), shared: Arc::default() }
     }
 
-    /// Highest ledger seq recorded on the branch (from the tip's trailers), `None` if the branch is new.
+    /// The branch's short name (`keelson/status`).
+    pub fn name(&self) -> &str {
+        self.reference.strip_prefix("refs/heads/").unwrap_or(&self.reference)
+    }
+
+    /// Highest ledger seq recorded on the branch of the current audit chain (from the newest
+    /// commit with trailers), `None` if the branch is new; 0 just after a new chain started.
     pub fn last_recorded_seq(&self) -> Result<Option<i64>> {
         let repo = self.repo.local();
-        let Some(tip) = tip(&repo, &self.reference)? else { return Ok(None) };
-        let commit = repo.find_commit(tip)?;
-        let message = commit.message_raw_sloppy().to_str_lossy().into_owned();
-        Ok(parse_audit_trailers(&message).iter().map(|(seq, _)| *seq).max())
-    }
-
-    /// Every `Keelson-Audit` trailer on the branch, oldest commit first.
-    pub fn anchors(&self) -> Result<Vec<Anchor>> {
-        let repo = self.repo.local();
-        let Some(mut next) = tip(&repo, &self.reference)? else { return Ok(Vec::new()) };
-        let mut anchors = Vec::new();
+        let Some(mut next) = tip(&repo, &self.reference)? else { return Ok(None) };
         loop {
             let commit = repo.find_commit(next).with_context(|| format!("status commit {next}"))?;
             let message = commit.message_raw_sloppy().to_str_lossy().into_owned();
-            let commit_hex = next.to_string();
-            let mut here: Vec<Anchor> = parse_audit_trailers(&message)
-                .into_iter()
-                .map(|(seq, hash)| Anchor { seq, hash, commit: commit_hex.clone() })
-                .collect();
-            here.reverse();
-            anchors.extend(here);
+            if let Some(seq) = parse_audit_trailers(&message).iter().map(|(seq, _)| *seq).max() {
+                return Ok(Some(seq));
+            }
+            if starts_chain(&message) {
+                return Ok(Some(0));
+            }
             match commit.parent_ids().next() {
                 Some(parent) => next = parent.detach(),
-                None => break,
+                None => return Ok(None),
             }
         }
-        anchors.reverse();
-        Ok(anchors)
+    }
+
+    /// Every `Keelson-Audit` trailer of the current audit chain on the branch, oldest first.
+    pub fn anchors(&self) -> Result<Vec<Anchor>> {
+        Ok(self
+            .segment()?
+            .into_iter()
+            .flat_map(|c| {
+                let commit = c.id.to_string();
+                c.anchors.into_iter().map(move |(seq, hash)| Anchor { seq, hash, commit: commit.clone() })
+            })
+            .collect())
+    }
+
+    /// Starts a new audit chain on the branch: one commit with no status files, whose message
+    /// says why; the anchors below it are the old chain's. Returns the commit id.
+    pub fn start_new_chain(&self, why: &str) -> Result<String> {
+        let repo = self.repo.local();
+        let parent = tip(&repo, &self.reference)?;
+        let mut root = match parent {
+            Some(p) => read_tree(&repo, Some(repo.find_commit(p)?.tree_id()?.detach()))?,
+            None => gix::objs::Tree::empty(),
+        };
+        set_entry(&mut root, STATUS_DIR.as_bytes(), gix::objs::tree::EntryKind::Tree, None);
+        let tree = repo.write_object(&root)?.detach();
+        let message = format!(
+            "keelson: a new audit chain starts here\n\n{why}\n\nThe status files are written again from the new \
+             ledger; the Keelson-Audit trailers below this commit belong to the previous chain.\n\n\
+             {CHAIN_TRAILER}: new\n"
+        );
+        let id = self.write_commit(&repo, message, tree, parent)?;
+        self.trust(id.clone());
+        Ok(id)
+    }
+
+    fn write_commit(
+        &self,
+        repo: &gix::Repository,
+        message: String,
+        tree: gix::ObjectId,
+        parent: Option<gix::ObjectId>,
+    ) -> Result<String> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let signature = gix::actor::Signature {
+            name: KEELSON_NAME.into(),
+            email: KEELSON_EMAIL.into(),
+            time: gix::date::Time::new(now.as_secs() as i64, 0),
+        };
+        let (mut b1, mut b2) = (gix::date::parse::TimeBuf::default(), gix::date::parse::TimeBuf::default());
+        let id = repo
+            .commit_as(
+                signature.to_ref(&mut b1),
+                signature.to_ref(&mut b2),
+                self.reference.as_str(),
+                message,
+                tree,
+                parent,
+            )
+            .with_context(|| format!("committing to {}", self.reference))?;
+        Ok(id.to_string())
     }
 
     /// Writes one commit for `entries` (ascending seq) and moves the branch to it.
@@ -92,26 +155,15 @@ impl StatusBranch {
         set_entry(&mut root, STATUS_DIR.as_bytes(), gix::objs::tree::EntryKind::Tree, status_id);
         let tree = repo.write_object(&root)?.detach();
         crash_point(point::MID_STATUS_COMMIT);
-        let message = commit_message(entries);
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        let signature = gix::actor::Signature {
-            name: KEELSON_NAME.into(),
-            email: KEELSON_EMAIL.into(),
-            time: gix::date::Time::new(now.as_secs() as i64, 0),
-        };
-        let (mut b1, mut b2) = (gix::date::parse::TimeBuf::default(), gix::date::parse::TimeBuf::default());
-        let id = repo
-            .commit_as(
-                signature.to_ref(&mut b1),
-                signature.to_ref(&mut b2),
-                self.reference.as_str(),
-                message,
-                tree,
-                parent,
-            )
-            .with_context(|| format!("committing to {}", self.reference))?;
-        Ok(id.to_string())
+        let id = self.write_commit(&repo, commit_message(entries), tree, parent)?;
+        self.trust(id.clone());
+        Ok(id)
     }
+}
+
+/// True for the message of a commit that starts a new audit chain.
+fn starts_chain(message: &str) -> bool {
+    trailer_values(message, CHAIN_TRAILER).iter().any(|v| v == "new")
 }
 
 /// The folder of the status branch holding one file per app.
@@ -206,7 +258,7 @@ pub fn commit_message(entries: &[LedgerEntry]) -> String {
 }
 
 /// `status/<app>.yaml`: the app's latest recorded transition.
-fn status_file(e: &LedgerEntry) -> String {
+pub(crate) fn status_file(e: &LedgerEntry) -> String {
     let rollout = e.rollout.map(|r| r.to_string()).unwrap_or_else(|| "null".into());
     format!(
         "# Written by Keelson from its audit ledger; do not edit.\n\
@@ -229,9 +281,11 @@ fn status_file(e: &LedgerEntry) -> String {
 }
 
 /// Commits every ledger entry not yet on the branch (the outbox), in batches; returns how many.
+/// Fails with [`WritesStopped`] rather than build on a tip that does not match the ledger.
 pub async fn drain_outbox(branch: &StatusBranch, ledger: &Ledger, metrics: &Metrics) -> Result<usize> {
     let mut written = 0;
     loop {
+        branch.check_tip(ledger).await?;
         let b = branch.clone();
         let last = tokio::task::spawn_blocking(move || b.last_recorded_seq()).await??.unwrap_or(0);
         let entries = ledger.entries_after(last, OUTBOX_BATCH).await?;
@@ -255,7 +309,11 @@ const OUTBOX_BATCH: i64 = 500;
 /// Shortest time between two drains of the outbox while transitions keep arriving.
 const GROUP_WINDOW: Duration = Duration::from_millis(100);
 
-/// The recorder task: drains the outbox whenever the engine appends, and once more at shutdown.
+/// Longest wait between two attempts of a failing status commit.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// The recorder task: drains the outbox whenever the engine appends, until shutdown (then the
+/// daemon calls [`final_drain`] once the engine has stopped appending).
 pub async fn run_recorder(
     branch: StatusBranch,
     ledger: Ledger,
@@ -265,40 +323,84 @@ pub async fn run_recorder(
 ) {
     let mut backoff = Duration::from_millis(100);
     let mut last_drain: Option<Instant> = None;
-    loop {
+    while !*shutdown.borrow() {
         // One commit per transition when quiet; under a burst, at most one drain per window, so
         // the transitions that arrive meanwhile are grouped into one commit.
-        if let Some(since) = last_drain.map(|t| t.elapsed()).filter(|s| *s < GROUP_WINDOW)
-            && !*shutdown.borrow()
-        {
+        if let Some(since) = last_drain.map(|t| t.elapsed()).filter(|s| *s < GROUP_WINDOW) {
             tokio::select! {
                 _ = tokio::time::sleep(GROUP_WINDOW - since) => {}
                 _ = shutdown.changed() => {}
             }
         }
         last_drain = Some(Instant::now());
-        match drain_outbox(&branch, &ledger, &metrics).await {
-            Ok(_) => backoff = Duration::from_millis(100),
+        let wait = match drain_outbox(&branch, &ledger, &metrics).await {
+            Ok(_) => {
+                backoff = Duration::from_millis(100);
+                if matches!(branch.record_state(), RecordState::Failing { .. }) {
+                    tracing::info!(branch = branch.name(), "status commits succeed again");
+                }
+                branch.set_record_state(RecordState::Recording);
+                Duration::from_secs(5)
+            }
+            // Already logged and shown; the tip is looked at again on every wake-up.
+            Err(e) if e.is::<WritesStopped>() => Duration::from_secs(5),
             Err(e) => {
+                let message = format!("{e:#}");
                 tracing::warn!(
-                    error = format!("{e:#}"),
+                    error = message,
                     retry_in_ms = backoff.as_millis() as u64,
                     "status branch commit failed; will retry"
                 );
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
+                let since = match branch.record_state() {
+                    RecordState::Failing { since, .. } => since,
+                    _ => crate::engine::now_rfc3339(),
+                };
+                branch.set_record_state(RecordState::Failing { message, since });
+                let wait = backoff;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.changed() => {}
+                }
                 continue;
             }
-        }
-        if *shutdown.borrow() {
-            return;
-        }
+        };
         tokio::select! {
             _ = wake.notified() => {}
             _ = shutdown.changed() => {}
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// The drain at shutdown: retried until `deadline`, then given up with a log line saying what
+/// stays in the outbox (the next start drains it first).
+pub async fn final_drain(branch: &StatusBranch, ledger: &Ledger, metrics: &Metrics, deadline: Duration) {
+    let until = tokio::time::Instant::now() + deadline;
+    let mut backoff = Duration::from_millis(100);
+    let last_error = loop {
+        let remaining = until.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(remaining, drain_outbox(branch, ledger, metrics)).await {
+            Ok(Ok(_)) => return,
+            Ok(Err(e)) if e.is::<WritesStopped>() => break format!("{e:#}"),
+            Ok(Err(e)) => {
+                let pause = backoff.min(until.saturating_duration_since(tokio::time::Instant::now()));
+                if pause.is_zero() {
+                    break format!("{e:#}");
+                }
+                tokio::time::sleep(pause).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            Err(_) => break format!("the drain did not finish within {deadline:?}"),
+        }
+    };
+    tracing::warn!(
+        entries = metrics.outbox.get(),
+        deadline_ms = deadline.as_millis() as u64,
+        error = last_error,
+        "shutting down with ledger entries not yet on the status branch; they stay in the outbox and are \
+         committed at the next start"
+    );
 }
 
 #[cfg(test)]

@@ -110,9 +110,23 @@ impl Daemon {
 
     /// Like [`Daemon::start`], with extra environment variables.
     pub fn start_with_env(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Daemon {
+        Self::start_wrapped(&[], args, dir, env)
+    }
+
+    /// Like [`Daemon::start_with_env`], run through a wrapper command (e.g. `prlimit --nofile=256 --`).
+    pub fn start_wrapped(wrapper: &[&str], args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Daemon {
         let stderr_log = dir.join(format!("daemon-{}.log", std::process::id()));
         let log = std::fs::File::options().create(true).append(true).open(&stderr_log).expect("daemon log file");
-        let mut child = Command::new(keelson_bin())
+        let bin = keelson_bin();
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let mut child = command
             .args(args)
             .envs(env.iter().copied())
             .current_dir(dir)
@@ -136,6 +150,11 @@ impl Daemon {
             Err(_) => panic!("daemon did not report its address within 60 s; log:\n{}", daemon.log()),
         }
         daemon
+    }
+
+    /// The daemon's process id (of the wrapper, if one execs it, which `prlimit` does).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
     }
 
     /// What the daemon wrote to stderr so far.
@@ -186,17 +205,22 @@ impl Daemon {
     }
 
     /// Sends SIGTERM and waits (bounded) for the exit code.
-    pub fn terminate(mut self) -> i32 {
+    pub fn terminate(self) -> i32 {
+        self.terminate_within(Duration::from_secs(30))
+    }
+
+    /// Sends SIGTERM and waits at most `limit` for the exit code (panics past it).
+    pub fn terminate_within(mut self, limit: Duration) -> i32 {
         let mut child = self.child.take().expect("daemon running");
         let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = child.try_wait().expect("try_wait") {
                 return status.code().unwrap_or(-1);
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("daemon did not exit within 30 s of SIGTERM; log:\n{}", self.log());
+                panic!("daemon did not exit within {limit:?} of SIGTERM; log:\n{}", self.log());
             }
             std::thread::sleep(Duration::from_millis(50));
         }

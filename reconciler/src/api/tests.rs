@@ -111,6 +111,51 @@ async fn metrics_are_prometheus_text() {
     assert!(text.contains("keelson_ledger_head_seq 7"), "{text}");
 }
 
+/// Readiness reads the ledger's write state: a ledger deleted under the API makes `/readyz` 503
+/// naming it, while a source error after a load keeps it 200 and is named in the body.
+#[tokio::test]
+async fn readyz_names_every_problem_and_fails_only_for_the_ledger_or_no_snapshot() {
+    let (dir, s) = state().await;
+    s.fleet.write().unwrap().source.ready = true;
+    s.fleet.write().unwrap().source.error = Some(crate::engine::state::SourceError {
+        message: "object 0123 could not be decoded".into(),
+        commit: Some("0123456789abcdef".into()),
+        since: "2026-11-23T10:00:00Z".into(),
+        attempts: 2,
+        retry_in_ms: 2000,
+    });
+    let (code, body) = call(&s, "GET", "/readyz").await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(body["problems"][0]["component"], "source", "{body}");
+    let (_, status) = call(&s, "GET", "/api/v1/status").await;
+    assert_eq!(status["ready"], true);
+    assert_eq!(status["source"]["error"]["attempts"], 2, "{status}");
+
+    s.ledger
+        .append(NewEntry {
+            app: "web".into(),
+            desired_commit: String::new(),
+            desired_digest: String::new(),
+            rollout: Some(RolloutRef::StartsHere),
+            from_state: "Pending".into(),
+            to_state: "Planned".into(),
+            action: "plan".into(),
+            actor: "test".into(),
+            detail: serde_json::json!({}),
+        })
+        .await
+        .unwrap();
+    std::fs::remove_file(dir.path().join("k.db")).unwrap();
+    s.ledger.check_identity().await;
+    let (code, body) = call(&s, "GET", "/readyz").await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("audit ledger"), "{body}");
+    let (_, status) = call(&s, "GET", "/api/v1/status").await;
+    assert_eq!(status["ledger"]["state"], "replaced", "{status}");
+    let (code, _) = call(&s, "GET", "/api/v1/audit/verify").await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "a replaced ledger is not reported as verified");
+}
+
 /// Settings accepted but not carried out are named in `/api/v1/status`, config first.
 #[tokio::test]
 async fn status_lists_settings_that_are_not_built() {

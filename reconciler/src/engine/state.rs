@@ -292,6 +292,24 @@ pub struct SourceStatus {
     /// What is wrong with the source right now that keeps git's wishes from being carried out
     /// (a deleted tracked branch, a commit with no apps), for people; empty when all is well.
     pub warnings: Vec<String>,
+    /// Why the tracked branch could not be read or its commit loaded, while that lasts.
+    pub error: Option<SourceError>,
+}
+
+/// A source problem (an unreadable ref, a corrupt object), retried with capped backoff.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceError {
+    /// What failed, with its causes.
+    pub message: String,
+    /// The commit that could not be loaded, when the branch itself could be read.
+    pub commit: Option<String>,
+    /// When the problem was first seen (RFC 3339).
+    pub since: String,
+    /// Attempts that failed so far.
+    pub attempts: u32,
+    /// How long until the next attempt, in milliseconds (a new commit is tried at once).
+    pub retry_in_ms: u64,
 }
 
 impl Fleet {

@@ -113,7 +113,11 @@ impl PgStore {
         tx.commit().await.map_err(db("committing the schema migration"))
     }
 
-    pub(super) async fn append(&self, batch: Vec<PreparedEntry>) -> Result<Vec<LedgerEntry>> {
+    pub(super) async fn append(
+        &self,
+        batch: Vec<PreparedEntry>,
+        last_written: Option<&(i64, String)>,
+    ) -> Result<Vec<LedgerEntry>> {
         // Explicitly READ COMMITTED whatever the server's default: the head must be read with a
         // snapshot taken after the lock is granted, not when the transaction began.
         let mut tx =
@@ -132,6 +136,19 @@ impl PgStore {
             .map(|row| head_from_row(&row))
             .transpose()
             .map_err(db("reading the ledger head"))?;
+        // The chain must still hold the entry this process appended last (see `guard`).
+        match super::guard::continuity(last_written, head.as_ref()) {
+            super::guard::Continuity::Continues => {}
+            super::guard::Continuity::Broken(reason) => return Err(super::Error::LedgerReplaced { reason }),
+            super::guard::Continuity::Lookup(seq, ours) => {
+                let found: Option<String> = sqlx::query_scalar("SELECT hash FROM ledger WHERE seq = $1")
+                    .bind(seq)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db("checking the chain under the append lock"))?;
+                super::guard::looked_up(seq, &ours, found.as_deref())?;
+            }
+        }
         let entries = chain::chain_onto(head, batch, OffsetDateTime::now_utc())?;
         // One statement for the whole batch: a round trip per entry would cap a batch at the
         // server's latency. UNNEST zips the column arrays back into rows.
@@ -195,6 +212,15 @@ impl PgStore {
             sql.push(" LIMIT ").push_bind(limit);
         }
         let rows = sql.build().fetch_all(&self.pool).await.map_err(db("querying the ledger"))?;
+        rows.iter().map(entry_from_row).collect::<Result<_, _>>().map_err(db("reading ledger entries"))
+    }
+
+    pub(super) async fn latest_per_app(&self, upto: i64) -> Result<Vec<LedgerEntry>> {
+        let rows = sqlx::query(super::latest_per_app_sql!("$1"))
+            .bind(upto)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("reading the newest entry of each app"))?;
         rows.iter().map(entry_from_row).collect::<Result<_, _>>().map_err(db("reading ledger entries"))
     }
 

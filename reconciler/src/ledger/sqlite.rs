@@ -12,6 +12,7 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 use time::OffsetDateTime;
 
 use super::chain::{self, Head, LedgerEntry, PreparedEntry};
+use super::guard::{Continuity, continuity, looked_up};
 use super::page::{PAGE_ENTRIES, PackedPage, packed_page_select};
 use super::{AuditQuery, EntryStream, Error, Migration, Result, db, ledger_columns};
 
@@ -41,6 +42,8 @@ pub(super) const OPEN_INTENTS: &str = concat!(
 #[derive(Clone, Debug)]
 pub(super) struct SqliteStore {
     pool: SqlitePool,
+    /// The database file, for a file database (not in memory).
+    path: Option<std::path::PathBuf>,
 }
 
 impl SqliteStore {
@@ -68,7 +71,29 @@ impl SqliteStore {
         {
             tokio::fs::create_dir_all(dir).await.map_err(|source| Error::CreateDir { path: dir.to_owned(), source })?;
         }
-        let mut pool_options = SqlitePoolOptions::new().max_connections(8);
+        let path = (!in_memory).then(|| options.get_filename().to_path_buf());
+        let mut pool_options = SqlitePoolOptions::new()
+            .max_connections(8)
+            // One connection always stays open: SQLite deletes the WAL when its last connection
+            // closes, and the write guard must be able to take a WAL that vanished or changed
+            // identity for what it is (someone else's doing).
+            .min_connections(1)
+            .max_lifetime(None)
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    // A COMMIT that failed on an I/O error is rolled back by SQLite itself, so the
+                    // ROLLBACK sqlx queues when the transaction is dropped fails too and leaves
+                    // the connection's transaction depth at 1: every later BEGIN on it would fail
+                    // ("non-zero transaction depth"). A ping flushes a queued ROLLBACK (only
+                    // needed, and only paid, after a failure); a connection still inside a
+                    // transaction after it is closed, not reused.
+                    if !sqlx::Connection::is_in_transaction(conn) {
+                        return Ok(true);
+                    }
+                    sqlx::Connection::ping(conn).await?;
+                    Ok(!sqlx::Connection::is_in_transaction(conn))
+                })
+            });
         if in_memory {
             // An in-memory database lives in a shared cache, where a second connection would get
             // table-lock errors that busy_timeout does not wait out; and it vanishes with its last
@@ -76,9 +101,17 @@ impl SqliteStore {
             pool_options = pool_options.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None);
         }
         let pool = pool_options.connect_with(options).await.map_err(|source| Error::open(database, source))?;
-        let store = SqliteStore { pool };
+        let store = SqliteStore { pool, path };
         store.migrate(MIGRATIONS).await?;
         Ok(store)
+    }
+
+    /// The database file and its WAL, whose identity the write guard watches (none in memory).
+    pub(super) fn files(&self) -> Vec<std::path::PathBuf> {
+        let Some(path) = &self.path else { return Vec::new() };
+        let mut wal = path.clone().into_os_string();
+        wal.push("-wal");
+        vec![path.clone(), wal.into()]
     }
 
     /// Applies the migrations this database lacks, in one transaction that holds the write lock.
@@ -113,7 +146,11 @@ impl SqliteStore {
         tx.commit().await.map_err(db("committing the schema migration"))
     }
 
-    pub(super) async fn append(&self, batch: Vec<PreparedEntry>) -> Result<Vec<LedgerEntry>> {
+    pub(super) async fn append(
+        &self,
+        batch: Vec<PreparedEntry>,
+        last_written: Option<&(i64, String)>,
+    ) -> Result<Vec<LedgerEntry>> {
         // IMMEDIATE takes the database's write lock before reading the head, so no other
         // connection or process can chain onto the same head.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db("locking the ledger head"))?;
@@ -124,6 +161,19 @@ impl SqliteStore {
             .map(|row| head_from_row(&row))
             .transpose()
             .map_err(db("reading the ledger head"))?;
+        // The chain must still hold the entry this process appended last (see `guard`).
+        match continuity(last_written, head.as_ref()) {
+            Continuity::Continues => {}
+            Continuity::Broken(reason) => return Err(Error::LedgerReplaced { reason }),
+            Continuity::Lookup(seq, ours) => {
+                let found: Option<String> = sqlx::query_scalar("SELECT hash FROM ledger WHERE seq = ?")
+                    .bind(seq)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db("checking the chain under the append lock"))?;
+                looked_up(seq, &ours, found.as_deref())?;
+            }
+        }
         let entries = chain::chain_onto(head, batch, OffsetDateTime::now_utc())?;
         // Multi-row INSERTs: one statement per chunk instead of one round trip to the SQLite
         // worker per entry (13 parameters a row, well under SQLite's 32,766).
@@ -186,6 +236,15 @@ impl SqliteStore {
         rows.iter().map(entry_from_row).collect::<Result<_, _>>().map_err(db("reading ledger entries"))
     }
 
+    pub(super) async fn latest_per_app(&self, upto: i64) -> Result<Vec<LedgerEntry>> {
+        let rows = sqlx::query(super::latest_per_app_sql!("?"))
+            .bind(upto)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("reading the newest entry of each app"))?;
+        rows.iter().map(entry_from_row).collect::<Result<_, _>>().map_err(db("reading ledger entries"))
+    }
+
     pub(super) async fn open_intents(&self) -> Result<Vec<LedgerEntry>> {
         let rows = sqlx::query(OPEN_INTENTS).fetch_all(&self.pool).await.map_err(db("finding open intents"))?;
         rows.iter().map(entry_from_row).collect::<Result<_, _>>().map_err(db("reading open intents"))
@@ -232,7 +291,7 @@ impl SqliteStore {
     pub(super) async fn open_at_version(path: &Path, version: i64) -> Result<SqliteStore> {
         let options = SqliteConnectOptions::new().filename(path).create_if_missing(true);
         let pool = SqlitePool::connect_with(options).await.map_err(db("opening a test database"))?;
-        let store = SqliteStore { pool };
+        let store = SqliteStore { pool, path: Some(path.to_owned()) };
         let upto = MIGRATIONS.iter().filter(|m| m.version <= version).count();
         store.migrate(&MIGRATIONS[..upto]).await?;
         Ok(store)

@@ -175,7 +175,7 @@ impl TestDb {
             }
             Engine::Postgres => Store::Postgres(postgres::PgStore::open_at_version(&self.url, version).await.unwrap()),
         };
-        Ledger { store }
+        Ledger { store, guard: Default::default() }
     }
 }
 

@@ -1,4 +1,6 @@
 use super::*;
+use crate::ledger::Ledger;
+use crate::metrics::Metrics;
 use crate::source::GitRepo;
 
 fn entry(seq: i64, app: &str, from: &str, to: &str) -> LedgerEntry {
@@ -117,4 +119,123 @@ fn entries_of_the_other_kind_are_replaced() {
     set_entry(&mut tree, b"status", gix::objs::tree::EntryKind::Blob, Some(blob));
     assert_eq!(tree.entries.len(), 1);
     assert!(tree.entries[0].mode.is_blob());
+}
+
+fn new_entry(app: &str, to: &str) -> crate::ledger::NewEntry {
+    crate::ledger::NewEntry {
+        app: app.into(),
+        desired_commit: "a".repeat(40),
+        desired_digest: "sha256:00".into(),
+        rollout: None,
+        from_state: "Pending".into(),
+        to_state: to.into(),
+        action: "test".into(),
+        actor: "keelson".into(),
+        detail: serde_json::json!({}),
+    }
+}
+
+/// A repository whose status branch was written from a real ledger by the recorder's drain.
+async fn recorded() -> (tempfile::TempDir, GitRepo, Ledger, StatusBranch) {
+    let (dir, repo) = repo();
+    let ledger = Ledger::open(&dir.path().join("k.db").display().to_string()).await.unwrap();
+    for (app, to) in [("web", "Planned"), ("db", "Healthy"), ("web", "Healthy"), ("old", "Healthy"), ("old", "Deleted")]
+    {
+        ledger.append(new_entry(app, to)).await.unwrap();
+        drain_outbox(&StatusBranch::new(repo.clone(), "keelson/status"), &ledger, &Metrics::new()).await.unwrap();
+    }
+    let branch = StatusBranch::new(repo.clone(), "keelson/status");
+    (dir, repo, ledger, branch)
+}
+
+fn git_in(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Commits `files` (path → content) on top of the status branch by hand, with `message`.
+fn hand_commit(dir: &std::path::Path, files: &[(&str, Option<&str>)], message: &str) -> String {
+    let wt = dir.join("wt");
+    if !wt.exists() {
+        git_in(dir, &["worktree", "add", "-q", wt.to_str().unwrap(), "keelson/status"]);
+    }
+    for (path, content) in files {
+        match content {
+            Some(text) => std::fs::write(wt.join(path), text).unwrap(),
+            None => std::fs::remove_file(wt.join(path)).unwrap(),
+        }
+    }
+    git_in(&wt, &["add", "-A"]);
+    git_in(&wt, &["commit", "-q", "--allow-empty", "-m", message]);
+    git_in(&wt, &["rev-parse", "HEAD"])
+}
+
+#[tokio::test]
+async fn a_tip_written_from_the_ledger_verifies_and_every_status_commit_checks_out() {
+    let (_dir, _repo, ledger, branch) = recorded().await;
+    assert!(matches!(inspect_tip(&branch, &ledger).await.unwrap(), TipCheck::Verified { tip: Some(_) }));
+    let report = check_status_files(&branch, &ledger).await.unwrap();
+    assert!(report.ok, "{report}");
+    assert_eq!(report.commits, 5, "{report}");
+}
+
+#[rstest::rstest]
+#[case::edited_file(&[("status/web.yaml", Some("phase: Failed\n"))], "plain edit", "status/web.yaml does not say")]
+#[case::added_file(&[("status/ghost.yaml", Some("phase: Healthy\n"))], "plain edit", "status/ghost.yaml is not an app")]
+#[case::removed_file(&[("status/db.yaml", None)], "plain edit", "status/db.yaml is missing")]
+#[tokio::test]
+async fn a_hand_edited_tip_is_foreign_and_verify_names_the_file(
+    #[case] files: &[(&str, Option<&str>)],
+    #[case] message: &str,
+    #[case] want: &str,
+) {
+    let (dir, _repo, ledger, branch) = recorded().await;
+    hand_commit(dir.path(), files, message);
+    match inspect_tip(&branch, &ledger).await.unwrap() {
+        TipCheck::Foreign { reason, .. } => assert!(reason.contains(want), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    let report = check_status_files(&branch, &ledger).await.unwrap();
+    assert!(!report.ok);
+    assert!(report.first_bad.unwrap().reason.contains(want));
+    // The recorder refuses to build on it, and says why.
+    let err = drain_outbox(&branch, &ledger, &Metrics::new()).await.unwrap_err();
+    assert!(err.is::<WritesStopped>(), "{err:#}");
+    assert!(matches!(branch.record_state(), RecordState::Stopped { message } if message.contains(want)));
+}
+
+/// A forged trailer (a commit claiming to record an entry with another hash) is foreign; a
+/// branch anchoring entries the ledger lacks is an older chain (the ledger was lost).
+#[tokio::test]
+async fn forged_trailers_and_a_lost_ledger_are_told_apart() {
+    let (dir, repo, ledger, branch) = recorded().await;
+    hand_commit(dir.path(), &[], &format!("forged\n\nKeelson-Audit: 5 {}", "f".repeat(64)));
+    assert!(
+        matches!(inspect_tip(&branch, &ledger).await.unwrap(), TipCheck::Foreign { reason, .. } if reason.contains("anchors entry 5"))
+    );
+
+    let fresh = Ledger::open(&dir.path().join("fresh.db").display().to_string()).await.unwrap();
+    let b = StatusBranch::new(repo.clone(), "keelson/status");
+    match inspect_tip(&b, &fresh).await.unwrap() {
+        TipCheck::OlderChain { reason } => assert!(reason.contains("not the ledger this branch recorded"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    // A new chain starts: old anchors drop out of verification, the recorder starts from seq 1.
+    b.start_new_chain("test").unwrap();
+    assert!(b.anchors().unwrap().is_empty());
+    assert_eq!(b.last_recorded_seq().unwrap(), Some(0));
+    fresh.append(new_entry("api", "Healthy")).await.unwrap();
+    assert_eq!(drain_outbox(&b, &fresh, &Metrics::new()).await.unwrap(), 1);
+    assert!(matches!(
+        inspect_tip(&StatusBranch::new(repo, "keelson/status"), &fresh).await.unwrap(),
+        TipCheck::Verified { .. }
+    ));
+    assert!(check_status_files(&b, &fresh).await.unwrap().ok);
+    assert_eq!(b.anchors().unwrap().len(), 1);
 }
