@@ -527,6 +527,7 @@ async fn provider(cmd: ProviderCommand) -> Result<ExitCode> {
             let env = keelson_provider_api::BuildEnv {
                 data_dir: dir,
                 clock: std::sync::Arc::new(keelson_provider_api::SystemClock),
+                timeout: spec.timeout,
             };
             let built = factory
                 .build(&spec.name, &spec.settings, &env)

@@ -139,9 +139,9 @@ pub async fn build(
 ) -> Result<Providers> {
     let factories = factories(sim_defaults);
     let specs = specs(providers)?;
-    let env = BuildEnv { data_dir: data_dir.to_path_buf(), clock: Arc::new(SystemClock) };
     let mut instances = Instances::default();
     for spec in &specs {
+        let env = BuildEnv { data_dir: data_dir.to_path_buf(), clock: Arc::new(SystemClock), timeout: spec.timeout };
         let factory = factories
             .get(&spec.provider_type)
             .map_err(|e| anyhow::anyhow!("provider {}: {e}; see the status table in README.md", spec.name))?;
