@@ -499,6 +499,10 @@ impl Engine {
                     if let Err(e) = self.rollout(app, from, snapshot, &verdicts).await {
                         deferred += 1;
                         tracing::error!(app = name, error = format!("{e:#}"), "rollout could not be carried out");
+                    } else if self.backoff.contains_key(&name) {
+                        // Failed transiently (or still recovering from it): the ticks must go on
+                        // until it is retried, even when nothing else in the fleet is moving.
+                        deferred += 1;
                     }
                 }
             }
