@@ -404,9 +404,16 @@ struct Waiting {
 impl Process {
     async fn request(&self, shared: &Shared, method: Method, params: Value) -> Result<Value, CallError> {
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut line =
-            serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": id, "method": method.as_str(), "params": params}))
-                .map_err(|e| CallError::Exited { method, detail: format!("cannot encode the request: {e}") })?;
+        let request = json!({"jsonrpc": "2.0", "id": id, "method": method.as_str(), "params": params});
+        // The schemas are the protocol's documentation: every request a test build sends must match them.
+        debug_assert_eq!(schema::check("request.json", &request, ""), Ok(()), "{method} request");
+        debug_assert_eq!(
+            schema::check(method.params_schema(), &request["params"], "/params"),
+            Ok(()),
+            "{method} params"
+        );
+        let mut line = serde_json::to_vec(&request)
+            .map_err(|e| CallError::Exited { method, detail: format!("cannot encode the request: {e}") })?;
         line.push(b'\n');
         let after = shared.config.timeout;
         let deadline = Instant::now() + after;
