@@ -15,8 +15,10 @@ Without anchors a truncated tail, or a chain rewritten from some entry onwards, 
 The format is specified in docs/audit.md; this script is meant to be read alongside it.
 """
 
+import datetime
 import hashlib
 import json
+import re
 import sys
 
 GENESIS_HASH = "0" * 64
@@ -145,6 +147,24 @@ def detail_problem(detail):
     return None
 
 
+LEDGER_TIME = re.compile(r"\A\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z\Z")
+
+
+def format_problem(entry):
+    """What the format forbids that a matching hash does not catch: U+0000, a malformed `at`."""
+    for key in sorted(FIELDS):
+        if isinstance(entry[key], str) and "\x00" in entry[key]:
+            return "%s contains U+0000, which the ledger format forbids" % key
+    at = entry["at"]
+    try:
+        valid = bool(LEDGER_TIME.match(at)) and datetime.datetime.strptime(at, "%Y-%m-%dT%H:%M:%S.%fZ") is not None
+    except ValueError:
+        valid = False
+    if not valid:
+        return "at %r is not RFC 3339 UTC with six fractional digits (2026-11-02T10:00:00.000000Z)" % at
+    return None
+
+
 def short(text):
     return text[:12]
 
@@ -183,7 +203,7 @@ def verify(lines, anchors):
         if recomputed != entry["hash"]:
             raise Bad(seq, "stored hash %s does not match the recomputed hash %s (this row was edited)"
                       % (short(entry["hash"]), short(recomputed)))
-        problem = detail_problem(entry["detail"])
+        problem = detail_problem(entry["detail"]) or format_problem(entry)
         if problem:
             raise Bad(seq, problem)
         while next_anchor < len(anchors) and anchors[next_anchor][0] <= seq:

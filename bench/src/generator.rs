@@ -270,18 +270,15 @@ pub fn manifest(app: &GenApp, seed: u64, revision: u32) -> String {
         }
     }
     if matches!(app.kind, AppKind::Api | AppKind::Frontend) && critical {
-        // Metric gates carry floats, which the app digest must canonicalize like RFC 8785.
-        y.push_str("  strategy:\n    type: rolling\n    interval: 60s\n    gates:\n");
-        let _ = writeln!(
-            y,
-            "      - metric: success-rate\n        min: 99.{}\n      - metric: latency-p99\n        maxMs: {}",
-            5 + rng.below(5),
-            250 + 50 * rng.below(6)
-        );
+        // Rolling strategies and metric gates are refused until they are built (not_built.rs);
+        // the draws they used are kept so the rest of the repository is generated as before.
+        let _ = (rng.below(5), rng.below(6));
+        y.push_str("  strategy:\n    type: direct\n");
     } else if app.kind != AppKind::Database {
         y.push_str("  strategy:\n    type: direct\n");
     }
-    let _ = writeln!(y, "  sync:\n    selfHeal: true\n    prune: {}", app.kind != AppKind::Database);
+    // `selfHeal` is not built either: only `prune`, which is.
+    let _ = writeln!(y, "  sync:\n    prune: {}", app.kind != AppKind::Database);
     if !app.depends_on.is_empty() {
         y.push_str("  dependsOn:\n");
         for d in &app.depends_on {

@@ -163,6 +163,21 @@ pub fn parse_config(path: &str, bytes: &[u8]) -> Result<Config, Vec<Diagnostic>>
     }
 }
 
+/// [`parse_config`], also returning the warnings of a config without errors (settings that are
+/// accepted but not carried out, see [`crate::not_built`]).
+pub fn check_config(path: &str, bytes: &[u8]) -> Result<(Config, Vec<Diagnostic>), Vec<Diagnostic>> {
+    match crate::validate::parse_single_with_warnings(path, bytes, Kind::Config)? {
+        (Manifest::Config(config), warnings) => Ok((*config, warnings)),
+        (other, _) => Err(vec![Diagnostic::error(
+            path,
+            Position::START,
+            "",
+            "manifest.kind",
+            format!("expected a Config document, found a {}", other.kind()),
+        )]),
+    }
+}
+
 /// Checks of a Config document beyond its schema: durations, cron, listen addresses, and
 /// clusters that name provider instances which exist.
 pub(crate) fn check_config_document(file: &str, doc: &Document) -> Vec<Diagnostic> {

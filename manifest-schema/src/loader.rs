@@ -22,12 +22,47 @@ pub struct RepoFile {
     pub path: String,
     /// Git blob id (any string that changes when the content does).
     pub blob_id: String,
+    /// What the entry is; only regular files are ever read.
+    pub entry: EntryKind,
+}
+
+/// What a tree entry is. Sources list every entry (so that nothing vanishes silently), but the
+/// loader reads only regular files: a link or a submodule where a manifest is expected is an
+/// error at its path, never followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum EntryKind {
+    /// A regular (or executable) file.
+    #[default]
+    File,
+    /// A symbolic link (git mode 120000).
+    Symlink,
+    /// A submodule (git mode 160000).
+    Submodule,
+    /// Anything else a filesystem can hold (a socket, a device, a FIFO).
+    Other,
+}
+
+impl EntryKind {
+    /// How a person would name it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            EntryKind::File => "regular file",
+            EntryKind::Symlink => "symbolic link (git mode 120000)",
+            EntryKind::Submodule => "submodule (git mode 160000)",
+            EntryKind::Other => "special file",
+        }
+    }
 }
 
 impl RepoFile {
-    /// A file entry.
+    /// A regular file entry.
     pub fn new(path: impl Into<String>, blob_id: impl Into<String>) -> Self {
-        Self { path: path.into(), blob_id: blob_id.into() }
+        Self { path: path.into(), blob_id: blob_id.into(), entry: EntryKind::File }
+    }
+
+    /// An entry of another kind (link, submodule, …).
+    pub fn other(path: impl Into<String>, blob_id: impl Into<String>, entry: EntryKind) -> Self {
+        Self { path: path.into(), blob_id: blob_id.into(), entry }
     }
 }
 
@@ -69,6 +104,8 @@ pub struct DesiredState {
     pub policies: Vec<LoadedPolicy>,
     /// Apps whose directory exists but whose manifest has errors: they are held as they are, never pruned.
     pub invalid_apps: BTreeSet<String>,
+    /// Why each invalid app is held (its first error, as `file:line:col: error: message`).
+    pub held: BTreeMap<String, String>,
 }
 
 /// The desired state plus every problem found on the way.
@@ -110,6 +147,9 @@ struct Layout<'a> {
     rego: Vec<&'a RepoFile>,
     /// Every file, sorted by path (for prefix lookups).
     sorted: Vec<&'a RepoFile>,
+    /// Entries under `apps/` or `policies/` that are not regular files, with the app directory
+    /// they belong to (if any).
+    not_regular: Vec<(&'a RepoFile, Option<&'a str>)>,
 }
 
 impl<'a> Layout<'a> {
@@ -117,6 +157,17 @@ impl<'a> Layout<'a> {
         let mut layout = Layout::default();
         for f in files {
             let parts: Vec<&str> = f.path.split('/').collect();
+            if f.entry != EntryKind::File {
+                match parts.as_slice() {
+                    ["apps", dir, ..] if !dir.is_empty() => {
+                        layout.app_dirs.entry(dir).or_insert(f);
+                        layout.not_regular.push((f, Some(dir)));
+                    }
+                    ["apps" | "policies", ..] => layout.not_regular.push((f, None)),
+                    _ => {}
+                }
+                continue;
+            }
             match parts.as_slice() {
                 ["apps", dir, rest @ ..] if !rest.is_empty() && !dir.is_empty() => {
                     layout.app_dirs.entry(dir).or_insert(f);
@@ -133,7 +184,7 @@ impl<'a> Layout<'a> {
         }
         layout.policies.sort_by(|a, b| a.path.cmp(&b.path));
         layout.rego.sort_by(|a, b| a.path.cmp(&b.path));
-        layout.sorted = files.iter().collect();
+        layout.sorted = files.iter().filter(|f| f.entry == EntryKind::File).collect();
         if !layout.sorted.is_sorted_by(|a, b| a.path <= b.path) {
             layout.sorted.sort_by(|a, b| a.path.cmp(&b.path));
         }
@@ -176,8 +227,39 @@ impl Loader {
         let live: BTreeSet<&str> = files.iter().map(|f| f.blob_id.as_str()).collect();
         self.cache.retain(|blob, _| live.contains(blob.as_str()));
 
+        // Links and submodules are never followed: an error at their path, and their app is held.
+        for (f, dir) in &layout.not_regular {
+            let what = match dir {
+                Some(dir) => format!("the app `{dir}` is held as it runs (never pruned) until it is a regular file"),
+                None if f.path.starts_with("policies") => {
+                    "policies cannot be complete, so every change is held until it is a regular file".into()
+                }
+                None => "nothing below it is read".into(),
+            };
+            diagnostics.push(
+                Diagnostic::error(
+                    &f.path,
+                    Position::START,
+                    "",
+                    "layout.not-a-file",
+                    format!(
+                        "{} is a {} where Keelson expects a regular file; links and submodules are never followed, so {what}",
+                        f.path,
+                        f.entry.describe()
+                    ),
+                )
+                .with_hint("commit the file's content instead of a link to it"),
+            );
+            if let Some(dir) = dir {
+                desired.invalid_apps.insert(dir.to_string());
+            }
+        }
+
         // Apps.
         for (dir, any_file) in &layout.app_dirs {
+            if layout.not_regular.iter().any(|(_, d)| d == &Some(*dir)) {
+                continue;
+            }
             if !layout.deploys.contains_key(dir) {
                 let found = if any_file.path.ends_with("/deploy.yml") {
                     " (found deploy.yml; rename it to deploy.yaml)"
@@ -210,6 +292,23 @@ impl Loader {
             if let Some(doc) = c.documents.first()
                 && doc.kind == Some(Kind::App)
             {
+                // An app directory renamed without its `metadata.name` (or the reverse): the
+                // app the name refers to is held too, never pruned, until the two agree.
+                if let Some(name) = doc.document.value.pointer("/metadata/name").and_then(|v| v.as_str())
+                    && name != *dir
+                    && !layout.app_dirs.contains_key(name)
+                    && crate::semantic::is_app_name(name)
+                {
+                    desired.invalid_apps.insert(name.to_string());
+                    desired.held.insert(
+                        name.to_string(),
+                        format!(
+                            "{} declares `{name}` in a directory named `{dir}`; `{name}` is held as it runs until \
+                             the name and the directory agree",
+                            f.path
+                        ),
+                    );
+                }
                 repo_apps.push(RepoApp { dir, file: &f.path, doc: &doc.document });
             }
         }
@@ -293,6 +392,18 @@ impl Loader {
 
         diagnostics.sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
         diagnostics.dedup();
+        for name in &desired.invalid_apps {
+            if desired.held.contains_key(name) {
+                continue;
+            }
+            let prefix = format!("apps/{name}");
+            let first = diagnostics.iter().find(|d| d.is_error() && crate::semantic::under(&d.file, &prefix));
+            let reason = match first {
+                Some(d) => d.to_string(),
+                None => format!("{prefix}/deploy.yaml has errors"),
+            };
+            desired.held.insert(name.clone(), reason);
+        }
         LoadOutcome { desired, diagnostics }
     }
 

@@ -407,6 +407,16 @@ pub(crate) fn files_under<'a, 'f>(
         .copied()
 }
 
+/// True when `name` is a DNS-1123 label, the form of an app name.
+pub(crate) fn is_app_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+}
+
 /// True when `path` is `prefix` itself or a file below it.
 pub(crate) fn under(path: &str, prefix: &str) -> bool {
     path == prefix || (path.len() > prefix.len() && path.starts_with(prefix) && path.as_bytes()[prefix.len()] == b'/')

@@ -90,11 +90,12 @@ pub fn check_document(file: &str, document: Document) -> CheckedDocument {
     let mut diagnostics = schema::validate(file, &document, kind);
     // Semantic checks read the raw value, so they run even when the schema failed elsewhere and
     // one pass reports every problem; they skip nodes whose type the schema already rejected.
-    let semantic = match kind {
+    let mut semantic = match kind {
         Kind::App => semantic::check_app_document(file, &document),
         Kind::Policy => semantic::check_policy_document(file, &document),
         Kind::Config => crate::config::check_config_document(file, &document),
     };
+    semantic.extend(crate::not_built::diagnostics(file, kind, &document));
     let fresh: Vec<Diagnostic> =
         semantic.into_iter().filter(|s| !diagnostics.iter().any(|d| d.pointer == s.pointer)).collect();
     diagnostics.extend(fresh);
@@ -109,20 +110,71 @@ pub fn check_document(file: &str, document: Document) -> CheckedDocument {
         match typed {
             Ok(m) => Some(m),
             Err(e) => {
-                // The schema and the Rust types disagree: a bug here, not in the user's file.
-                diagnostics.push(Diagnostic::error(
-                    file,
-                    document.start,
-                    "",
-                    "schema.internal",
-                    format!("document passed the {kind} schema but not the {kind} type: {e}"),
-                ));
+                // The schema and the Rust types disagree (a bug here, not in the user's file); say
+                // where, when the error names a value the document holds.
+                diagnostics.push(match locate_typed_error(&document, &e.to_string()) {
+                    Some((pointer, found, expected)) => Diagnostic::error(
+                        file,
+                        document.spans.locate_value(&pointer),
+                        &pointer,
+                        "schema.range",
+                        format!("{found} is out of range here: expected {expected}"),
+                    ),
+                    None => Diagnostic::error(
+                        file,
+                        document.start,
+                        "",
+                        "schema.internal",
+                        format!("document passed the {kind} schema but not the {kind} type: {e}"),
+                    ),
+                });
                 None
             }
         }
     };
     diagnostics.sort_by_key(|d| (d.line, d.col));
     CheckedDocument { document, kind: Some(kind), manifest, diagnostics }
+}
+
+/// `(pointer, value, expected)` for a serde error such as ``invalid value: integer `4294967296`,
+/// expected u32``, when exactly one number of the document is that value.
+fn locate_typed_error(document: &Document, error: &str) -> Option<(String, String, String)> {
+    let (_, rest) = error.split_once('`')?;
+    let (found, rest) = rest.split_once('`')?;
+    let expected = rest.split_once("expected ")?.1.split(" at ").next()?.trim().to_string();
+    let expected = match expected.as_str() {
+        "u8" => "an integer from 0 to 255".to_string(),
+        "u16" => "an integer from 0 to 65535".to_string(),
+        "u32" => "an integer from 0 to 4294967295".to_string(),
+        "u64" => "an integer from 0 to 18446744073709551615".to_string(),
+        _ => expected,
+    };
+    fn walk(v: &serde_json::Value, pointer: String, found: &str, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Number(n)
+                if n.to_string() == found || n.as_f64().is_some_and(|f| f.to_string() == found) =>
+            {
+                out.push(pointer)
+            }
+            serde_json::Value::Array(a) => {
+                for (i, item) in a.iter().enumerate() {
+                    walk(item, format!("{pointer}/{i}"), found, out);
+                }
+            }
+            serde_json::Value::Object(o) => {
+                for (k, item) in o {
+                    walk(item, crate::yaml::pointer_push(&pointer, k), found, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut at = Vec::new();
+    walk(&document.value, String::new(), found, &mut at);
+    match at.as_slice() {
+        [pointer] => Some((pointer.clone(), found.to_string(), expected)),
+        _ => None,
+    }
 }
 
 fn typed<T: DeserializeOwned>(document: &Document) -> Result<T, serde_json::Error> {
@@ -153,6 +205,15 @@ fn app_dir_of(path: &str) -> Option<&str> {
 
 /// Parses a file that must hold exactly one document of `kind`.
 pub(crate) fn parse_single(path: &str, bytes: &[u8], kind: Kind) -> Result<Manifest, Vec<Diagnostic>> {
+    parse_single_with_warnings(path, bytes, kind).map(|(m, _)| m)
+}
+
+/// [`parse_single`], keeping the warnings of a document that has no errors.
+pub(crate) fn parse_single_with_warnings(
+    path: &str,
+    bytes: &[u8],
+    kind: Kind,
+) -> Result<(Manifest, Vec<Diagnostic>), Vec<Diagnostic>> {
     let mut docs = yaml::parse(path, bytes)?;
     if docs.len() != 1 {
         let pos = docs.get(1).map_or(Position::START, |d| d.start);
@@ -178,7 +239,7 @@ pub(crate) fn parse_single(path: &str, bytes: &[u8], kind: Kind) -> Result<Manif
     }
     let checked = check_document(path, document);
     match checked.manifest {
-        Some(m) if !checked.diagnostics.iter().any(Diagnostic::is_error) => Ok(m),
+        Some(m) if !checked.diagnostics.iter().any(Diagnostic::is_error) => Ok((m, checked.diagnostics)),
         _ => Err(checked.diagnostics.into_iter().filter(Diagnostic::is_error).collect()),
     }
 }

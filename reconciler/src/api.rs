@@ -2,6 +2,7 @@
 
 use std::sync::{Arc, RwLock};
 
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -50,6 +51,19 @@ impl From<crate::ledger::Error> for ApiError {
     fn from(e: crate::ledger::Error) -> Self {
         tracing::error!(error = %e, "audit ledger read failed");
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("audit ledger unavailable: {e}"))
+    }
+}
+
+// Extractor rejections are plain text in axum; every error of this API is JSON.
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, format!("bad query string: {}", e.body_text()))
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, format!("bad path: {}", e.body_text()))
     }
 }
 
@@ -121,6 +135,8 @@ async fn status(State(s): State<ApiState>) -> Json<serde_json::Value> {
         "apps": fleet.apps.len(),
         "phases": fleet.counts(),
         "inSync": fleet.apps.values().filter(|a| a.in_sync).count(),
+        // Settings (daemon config, then manifests) that are accepted but not carried out.
+        "notBuilt": fleet.config_not_built.iter().chain(&fleet.source.not_built).collect::<Vec<_>>(),
     }))
 }
 
@@ -129,7 +145,11 @@ async fn apps(State(s): State<ApiState>) -> Json<serde_json::Value> {
     Json(json!({"apps": fleet.apps.values().collect::<Vec<_>>()}))
 }
 
-async fn app(State(s): State<ApiState>, Path(name): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+async fn app(
+    State(s): State<ApiState>,
+    name: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let Path(name) = name?;
     let fleet = s.fleet.read().unwrap_or_else(|e| e.into_inner());
     let app =
         fleet.apps.get(&name).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no app named {name:?}")))?;
@@ -167,15 +187,31 @@ fn audit_query(p: AuditParams, app: Option<String>) -> ApiResult<AuditQuery> {
 
 async fn history(
     State(s): State<ApiState>,
-    Path(name): Path<String>,
-    Query(p): Query<AuditParams>,
+    name: Result<Path<String>, PathRejection>,
+    params: Result<Query<AuditParams>, QueryRejection>,
 ) -> ApiResult<Json<serde_json::Value>> {
+    let (Path(name), Query(p)) = (name?, params?);
     let q = audit_query(p, Some(name.clone()))?;
     let entries = s.ledger.entries(&q).await?;
+    // An app the daemon never knew has no history; a deleted one keeps its own.
+    let known = s.fleet.read().unwrap_or_else(|e| e.into_inner()).apps.contains_key(&name);
+    if entries.is_empty() && !known {
+        let probe = AuditQuery { since_seq: None, app: Some(name.clone()), limit: Some(1), since_time: None };
+        if s.ledger.entries(&probe).await?.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no app named {name:?} in the fleet or the ledger"),
+            ));
+        }
+    }
     Ok(Json(json!({"app": name, "entries": entries})))
 }
 
-async fn audit(State(s): State<ApiState>, Query(p): Query<AuditParams>) -> ApiResult<Json<serde_json::Value>> {
+async fn audit(
+    State(s): State<ApiState>,
+    params: Result<Query<AuditParams>, QueryRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let Query(p) = params?;
     let q = audit_query(p, None)?;
     let entries = s.ledger.entries(&q).await?;
     Ok(Json(json!({"entries": entries})))
@@ -208,11 +244,13 @@ async fn index(State(s): State<ApiState>) -> Html<String> {
         ));
     }
     let commit = fleet.source.commit.as_deref().map(crate::engine::short).unwrap_or("(none yet)");
+    let warnings: String =
+        fleet.source.warnings.iter().map(|w| format!("<p class=\"Blocked\">{}</p>", escape(w))).collect();
     Html(format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Keelson</title><meta http-equiv=\"refresh\" content=\"5\">\
          <style>body{{font-family:system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{padding:.3em .8em;\
          border-bottom:1px solid #ddd;text-align:left}}.Healthy{{color:#080}}.Failed,.Blocked{{color:#b00}}.Progressing{{color:#c70}}</style>\
-         </head><body><h1>Keelson</h1><p>Source <code>{repo}</code> branch <code>{branch}</code> at <code>{commit}</code></p>\
+         </head><body><h1>Keelson</h1><p>Source <code>{repo}</code> branch <code>{branch}</code> at <code>{commit}</code></p>{warnings}\
          <table><tr><th>app</th><th>phase</th><th>in sync</th><th>commit</th><th>message</th></tr>{rows}</table>\
          <p><a href=\"/api/v1/status\">status</a> · <a href=\"/api/v1/apps\">apps</a> · <a href=\"/api/v1/audit\">audit</a> · \
          <a href=\"/api/v1/audit/verify\">verify</a> · <a href=\"/metrics\">metrics</a></p></body></html>",

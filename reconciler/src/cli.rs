@@ -63,12 +63,11 @@ pub enum Command {
     },
     /// Check manifests: a whole repository (default `.`) or one file; prints `PATH:LINE:COL: error: message`.
     Validate {
-        /// A state repository directory or a single YAML file.
-        #[arg(default_value = ".")]
-        path: PathBuf,
-        /// Also check this daemon config: its provider settings, and that every app's cluster has the
-        /// roles (workloads, mesh, metrics) its strategy needs.
-        #[arg(long)]
+        /// A state repository directory or a single YAML file [default: `.`, unless only --config is given].
+        path: Option<PathBuf>,
+        /// Also check a daemon configuration file (`kind: Config`): its provider settings, and that every
+        /// app's cluster has the roles (workloads, mesh, metrics) its strategy needs.
+        #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
         #[arg(long, short = 'o', value_enum, default_value_t = Format::Text)]
         format: Format,
@@ -141,7 +140,8 @@ pub struct DaemonArgs {
     #[arg(long)]
     pub path: Option<String>,
     /// Audit ledger: a SQLite path or URL (`sqlite://…`, `postgres://…`); default `<data dir>/keelson.db`.
-    #[arg(long, env = "KEELSON_DATABASE")]
+    // The value may hold a password: `--help` names the variable but never shows its value.
+    #[arg(long, env = "KEELSON_DATABASE", hide_env_values = true)]
     pub database: Option<String>,
     /// Lock, default ledger and simulator state; default `<repo>/.keelson`.
     #[arg(long)]
@@ -243,9 +243,10 @@ pub enum AuditCommand {
 #[derive(Debug, Args)]
 pub struct LedgerArgs {
     /// Ledger database path or URL; default `<repo>/.keelson/keelson.db`.
-    #[arg(long, env = "KEELSON_DATABASE")]
+    #[arg(long, env = "KEELSON_DATABASE", hide_env_values = true)]
     pub database: Option<String>,
-    /// State repository whose status branch holds the audit trailers.
+    /// State repository whose status branch holds the audit trailers [default: `.` when
+    /// --database is not given, as `plan` and `validate` do].
     #[arg(long)]
     pub repo: Option<PathBuf>,
     /// Status branch name.
@@ -254,8 +255,17 @@ pub struct LedgerArgs {
 }
 
 impl LedgerArgs {
-    fn database(&self) -> Result<String> {
+    /// The repository: as given, or the current directory when neither it nor a database is.
+    fn repo(&self) -> Option<PathBuf> {
         match (&self.database, &self.repo) {
+            (_, Some(repo)) => Some(repo.clone()),
+            (None, None) => Some(PathBuf::from(".")),
+            (Some(_), None) => None,
+        }
+    }
+
+    fn database(&self) -> Result<String> {
+        match (&self.database, self.repo()) {
             (Some(db), _) => Ok(db.clone()),
             (None, Some(repo)) => Ok(repo.join(".keelson/keelson.db").display().to_string()),
             (None, None) => {
@@ -267,15 +277,23 @@ impl LedgerArgs {
     async fn open(&self) -> Result<Ledger> {
         let db = self.database()?;
         if !db.contains("://") && !Path::new(&db).exists() {
-            bail!("no ledger at {db}; pass --database or --repo of a repository the daemon has run on");
+            bail!(
+                "no ledger at {}; pass --database or --repo of a repository the daemon has run on",
+                crate::ledger::redact(&db)
+            );
         }
         Ledger::open(&db).await.context("opening the audit ledger")
     }
 
     fn anchors(&self) -> Result<Vec<crate::ledger::Anchor>> {
-        match &self.repo {
-            Some(repo) => StatusBranch::new(GitRepo::open(repo)?, &self.status_branch).anchors(),
-            None => Ok(Vec::new()),
+        match (&self.repo, self.repo()) {
+            (Some(repo), _) => StatusBranch::new(GitRepo::open(repo)?, &self.status_branch).anchors(),
+            // The current directory stands in for --repo only when it is a repository.
+            (None, Some(cwd)) => match GitRepo::open(&cwd) {
+                Ok(repo) => StatusBranch::new(repo, &self.status_branch).anchors(),
+                Err(_) => Ok(Vec::new()),
+            },
+            (None, None) => Ok(Vec::new()),
         }
     }
 }
@@ -331,7 +349,9 @@ async fn run(command: Command) -> Result<ExitCode> {
             println!("Next: keelson daemon --repo {}   (or keelson up --dir {})", dir.display(), dir.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Validate { path, config, format } => crate::validate::run(&path, config.as_deref(), format).await,
+        Command::Validate { path, config, format } => {
+            crate::validate::run(path.as_deref(), config.as_deref(), format).await
+        }
         Command::Plan(args) => plan(args).await,
         Command::Provider(cmd) => provider(cmd).await,
         Command::Status { server, format } => status(&server, format),
@@ -357,6 +377,7 @@ async fn up(args: UpArgs) -> Result<ExitCode> {
         pass_budget: args.tuning.pass_budget,
         providers: Default::default(),
         clusters: Default::default(),
+        not_built: Vec::new(),
     };
     daemon::run(opts, |addr, data_dir, database| {
         let d = dir.display();
@@ -384,7 +405,7 @@ async fn up(args: UpArgs) -> Result<ExitCode> {
 
 async fn daemon_verb(args: DaemonArgs) -> Result<ExitCode> {
     let config = match &args.config {
-        Some(path) => Some(crate::config::load(path)?),
+        Some(path) => Some(crate::config::load(path)?.0),
         None => None,
     };
     let opts = crate::config::daemon_options(args, config)?;
@@ -420,7 +441,7 @@ fn schema(kind: Option<&str>) -> Result<ExitCode> {
 async fn plan(args: PlanArgs) -> Result<ExitCode> {
     let repo = GitRepo::open(&args.repo)?;
     let config = match &args.config {
-        Some(path) => crate::config::load(path)?,
+        Some(path) => crate::config::load(path)?.0,
         None => Default::default(),
     };
     let renderers = crate::providers::Renderers::from_config(&config.providers, &config.clusters)?;
@@ -498,7 +519,7 @@ async fn provider(cmd: ProviderCommand) -> Result<ExitCode> {
         }
         ProviderCommand::Test { config, plugin, instance, data_dir, format } => {
             let config = match &config {
-                Some(path) => crate::config::load(path)?,
+                Some(path) => crate::config::load(path)?.0,
                 None => Default::default(),
             };
             let temp;

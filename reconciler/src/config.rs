@@ -6,20 +6,21 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use keelson_manifest::Diagnostic;
-use keelson_manifest::config::{Config, parse_config};
+use keelson_manifest::config::{Config, check_config};
 use keelson_manifest::yaml::{Document, pointer_push};
+use keelson_manifest::{Diagnostic, Kind, Severity, not_built};
 use serde_json::json;
 
 use crate::cli::{DaemonArgs, parse_duration};
 use crate::daemon::DaemonOptions;
 
 /// Reads and validates a config file; every problem is reported as `file:line:col: error: …`.
-pub fn load(path: &Path) -> Result<Config> {
+/// Warnings (settings accepted but not carried out) come back beside the config.
+pub fn load(path: &Path) -> Result<(Config, Vec<Diagnostic>)> {
     let bytes = std::fs::read(path).with_context(|| format!("reading config {}", path.display()))?;
     let (config, diagnostics) = check(&path.display().to_string(), &bytes);
     match config {
-        Some(config) => Ok(config),
+        Some(config) => Ok((config, diagnostics)),
         None => {
             let lines: Vec<String> = diagnostics.iter().filter(|d| d.is_error()).map(ToString::to_string).collect();
             Err(anyhow::anyhow!("invalid config {}:\n{}", path.display(), lines.join("\n")))
@@ -27,18 +28,27 @@ pub fn load(path: &Path) -> Result<Config> {
     }
 }
 
-/// Validates a config document: its schema, then each provider instance's settings against the
-/// schema its type declares. The config is returned only when there is no error.
+/// Validates a config document: its schema and settings that are not built yet, then each provider
+/// instance's settings against the schema its type declares. The config is returned (with its
+/// warnings) only when there is no error.
 pub fn check(file: &str, bytes: &[u8]) -> (Option<Config>, Vec<Diagnostic>) {
-    let config = match parse_config(file, bytes) {
-        Ok(config) => config,
-        Err(diagnostics) => return (None, diagnostics),
+    // A diagnostic may quote the value it is about; `database` may hold a password.
+    let mask = |mut diagnostics: Vec<Diagnostic>| {
+        for d in &mut diagnostics {
+            d.message = crate::ledger::redact(&d.message);
+        }
+        diagnostics
     };
-    let Ok(mut docs) = keelson_manifest::yaml::parse(file, bytes) else {
-        return (Some(config), Vec::new());
+    let (config, mut diagnostics) = match check_config(file, bytes) {
+        Ok((config, warnings)) => (config, mask(warnings)),
+        Err(errors) => return (None, mask(errors)),
     };
-    let doc = docs.remove(0);
-    let diagnostics = check_provider_settings(file, &doc, &config);
+    if let Ok(mut docs) = keelson_manifest::yaml::parse(file, bytes)
+        && !docs.is_empty()
+    {
+        let doc = docs.remove(0);
+        diagnostics.extend(check_provider_settings(file, &doc, &config));
+    }
     if diagnostics.iter().any(Diagnostic::is_error) { (None, diagnostics) } else { (Some(config), diagnostics) }
 }
 
@@ -78,28 +88,27 @@ fn check_provider_settings(file: &str, doc: &Document, config: &Config) -> Vec<D
     out
 }
 
+/// Settings of a typed config that are accepted but not carried out (see
+/// [`keelson_manifest::not_built`]): errors for those unsafe to ignore, as `(severity, message)`.
+pub fn not_built_settings(config: &Config) -> Vec<(Severity, String)> {
+    let value = serde_json::to_value(config).unwrap_or_default();
+    not_built::findings(Kind::Config, &value).into_iter().map(|(row, _, message)| (row.severity, message)).collect()
+}
+
 /// Merges flags over the config file over built-in defaults.
 pub fn daemon_options(args: DaemonArgs, config: Option<Config>) -> Result<DaemonOptions> {
     let config = config.unwrap_or_default();
     let source = config.source.clone().unwrap_or_default();
-    if source.require_signed_commits {
-        bail!(
-            "source.requireSignedCommits is set, but signed-commit verification is not built yet; \
-             refusing to run without the protection you asked for (remove the setting to run unverified)"
-        );
-    }
-    if source.webhook.is_some() {
-        tracing::warn!("source.webhook is not built yet and is ignored; the tracked branch is watched and polled");
-    }
-    if config.drift.is_some() {
-        tracing::warn!("drift.schedule is not built yet and is ignored");
+    // One table says what is not built (keelson_manifest::not_built); `load` already refused its
+    // errors with positions, this covers a config that did not come through it.
+    let mut not_built = Vec::new();
+    for (severity, message) in not_built_settings(&config) {
+        match severity {
+            Severity::Error => bail!("{message}"),
+            Severity::Warning => not_built.push(message),
+        }
     }
     let status = config.status.clone().unwrap_or_default();
-    if status.repo.is_some() {
-        bail!(
-            "status.repo (a separate status repository) is not built yet; remove it to record on the state repository"
-        );
-    }
     let repo = args.repo.or(source.repo).context("no repository: pass --repo PATH or set source.repo in the config")?;
     if repo.contains("://") || repo.starts_with("git@") {
         bail!(
@@ -133,6 +142,7 @@ pub fn daemon_options(args: DaemonArgs, config: Option<Config>) -> Result<Daemon
         pass_budget: args.tuning.pass_budget,
         providers: config.providers.clone(),
         clusters: config.clusters.clone(),
+        not_built,
     })
 }
 
@@ -141,7 +151,7 @@ mod tests {
     use super::*;
 
     fn diagnostics(yaml: &str) -> Vec<String> {
-        check("keelson.yaml", yaml.as_bytes()).1.iter().map(ToString::to_string).collect()
+        check("keelson.yaml", yaml.as_bytes()).1.iter().filter(|d| d.is_error()).map(ToString::to_string).collect()
     }
 
     #[test]
@@ -204,7 +214,7 @@ mod tests {
                     rolloutTime: 1s\n    faults:\n      degrade:\n        canary: {successRate: 90, latencyP99Ms: 800}\n\
                     clusters:\n  prod:\n    workloads: lab\n    mesh: lab\n    metrics: lab\n";
         let (config, found) = check("keelson.yaml", yaml.as_bytes());
-        assert!(found.is_empty(), "{found:#?}");
+        assert!(!found.iter().any(Diagnostic::is_error), "{found:#?}");
         let config = config.unwrap();
         assert_eq!(config.clusters["prod"].mesh.as_deref(), Some("lab"), "every role is kept");
     }

@@ -45,6 +45,8 @@ pub struct DaemonOptions {
     pub providers: BTreeMap<String, ProviderConfig>,
     /// Cluster name → provider instance per role (`clusters:` in config).
     pub clusters: BTreeMap<String, ClusterBinding>,
+    /// Config settings accepted but not carried out, one message each (logged, and in `/api/v1/status`).
+    pub not_built: Vec<String>,
 }
 
 /// Runs until SIGTERM or SIGINT; `on_listening` is called with the bound API address and data dir.
@@ -75,10 +77,16 @@ pub async fn run(opts: DaemonOptions, on_listening: impl FnOnce(SocketAddr, &Pat
     if drained > 0 {
         tracing::info!(entries = drained, "recorded ledger entries left from the previous run on the status branch");
     }
+    for message in &opts.not_built {
+        tracing::warn!(setting = "config", "{message}");
+    }
     let fleet = Arc::new(RwLock::new(Fleet {
+        config_not_built: opts.not_built.clone(),
         apps: Default::default(),
         source: SourceStatus {
-            repo: repo.root().display().to_string(),
+            // The repository's own name, not where it sits on this machine: the API may be
+            // reachable from elsewhere, and the layout of the host is nobody's business there.
+            repo: repo_name(&opts.repo),
             branch: opts.branch.clone(),
             path: opts.path.clone(),
             ..SourceStatus::default()
@@ -189,4 +197,13 @@ fn clear_stale_git_locks(repo: &GitRepo, status_branch: &str) {
             Err(e) => tracing::error!(path = %lock.display(), error = %e, "cannot remove a stale git lock file"),
         }
     }
+}
+
+/// The last component of the repository's path (`state` for `/srv/keelson/state/`).
+fn repo_name(path: &Path) -> String {
+    let name = path.components().rev().find_map(|c| match c {
+        std::path::Component::Normal(n) => Some(n.to_string_lossy().into_owned()),
+        _ => None,
+    });
+    name.unwrap_or_else(|| ".".into())
 }

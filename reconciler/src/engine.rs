@@ -290,7 +290,12 @@ impl Engine {
         let repo = self.repo.clone();
         let branch = self.settings.branch.clone();
         let Some(head) = tokio::task::spawn_blocking(move || repo.branch_head(&branch)).await?? else {
-            tracing::warn!(branch = self.settings.branch, "tracked branch does not exist yet; waiting for a commit");
+            tracing::warn!(branch = self.settings.branch, "tracked branch does not exist; waiting for a commit");
+            let kept = self.commit.as_deref().map_or("nothing has been applied yet".to_owned(), |c| {
+                format!("the apps are kept as commit {} left them; nothing is applied or pruned", short(c))
+            });
+            let warning = format!("the tracked branch `{}` does not exist (deleted?); {kept}", self.settings.branch);
+            self.fleet.write().unwrap_or_else(|e| e.into_inner()).source.warnings = vec![warning];
             return Ok(());
         };
         if self.commit.as_deref() == Some(head.as_str()) {
@@ -318,6 +323,11 @@ impl Engine {
         let mut all_diagnostics = outcome.diagnostics.clone();
         all_diagnostics.extend(policy_diagnostics);
         let diagnostics: Vec<String> = all_diagnostics.iter().map(|d| d.to_string()).collect();
+        let not_built: Vec<String> = all_diagnostics
+            .iter()
+            .filter(|d| d.rule == keelson_manifest::not_built::RULE)
+            .map(|d| d.to_string())
+            .collect();
         let errors = all_diagnostics.iter().filter(|d| d.is_error()).count();
         // A policy file with errors drops out of the desired state; holding every rollout keeps a
         // broken guardrail from silently disappearing.
@@ -342,10 +352,30 @@ impl Engine {
         self.retry.extend(snapshot.retry_apps.iter().cloned());
         self.desired = outcome.desired;
         self.commit = Some(head.clone());
+        let had_apps = !self.fleet.read().unwrap_or_else(|e| e.into_inner()).apps.is_empty();
         self.reconcile(&snapshot).await?;
+        let mut warnings = Vec::new();
+        if self.desired.apps.is_empty() && self.desired.invalid_apps.is_empty() {
+            warnings.push(if had_apps {
+                format!(
+                    "commit {} has no apps at all (is source.path `{}` right?); the prune guard kept every \
+                     running app",
+                    short(&head),
+                    self.settings.path
+                )
+            } else {
+                format!(
+                    "commit {} has no apps (no apps/<name>/deploy.yaml under `{}`)",
+                    short(&head),
+                    self.settings.path
+                )
+            });
+        }
         let mut fleet = self.fleet.write().unwrap_or_else(|e| e.into_inner());
+        fleet.source.warnings = warnings;
         fleet.source.commit = Some(head);
         fleet.source.diagnostics = diagnostics;
+        fleet.source.not_built = not_built;
         fleet.source.last_sync = Some(now_rfc3339());
         fleet.source.ready = true;
         Ok(())
@@ -422,13 +452,20 @@ impl Engine {
             };
             let retry = self.retry.contains(&name);
             match decide(app, status.as_ref(), retry, deps) {
-                Decision::Nothing => {}
+                Decision::Nothing => {
+                    if status.as_ref().is_some_and(|s| s.wanted_digest.is_some()) {
+                        // What waited is no longer wanted (say, reverted to what runs).
+                        let mut fleet = self.fleet.write().unwrap_or_else(|e| e.into_inner());
+                        if let Some(s) = fleet.apps.get_mut(&name) {
+                            s.clear_wait();
+                        }
+                    }
+                }
                 Decision::Wait { reason, message } => {
                     deferred += 1;
                     let mut fleet = self.fleet.write().unwrap_or_else(|e| e.into_inner());
                     let s = fleet.apps.entry(name.clone()).or_insert_with(|| AppStatus::pending(&name));
-                    s.reason = reason.into();
-                    s.message = message;
+                    s.wait_for(&snapshot.commit, &app.digest, reason, message);
                 }
                 Decision::Suspend => {
                     acted = true;
@@ -445,6 +482,10 @@ impl Engine {
                         detail: json!({"reason": "Suspended", "message": "spec.suspend is true; the app is left as it is"}),
                     })
                     .await?;
+                }
+                Decision::StartRollout if !retry && policy_blocked_at(status.as_ref(), app, &snapshot.commit) => {
+                    // A policy denial changes only with a new commit: evaluating it again (up to
+                    // its time limit per rule, every tick) would starve the rest of the fleet.
                 }
                 Decision::StartRollout => {
                     if let Some(wait) =
@@ -482,7 +523,7 @@ impl Engine {
                         }
                         continue;
                     }
-                    let verdicts = self.admit(app, snapshot, quota_verdicts.remove(&name).unwrap_or_default());
+                    let verdicts = self.admit(app, snapshot, quota_verdicts.remove(&name).unwrap_or_default()).await;
                     if let Some(block) = blocked_by(&verdicts) {
                         // A freeze closes by itself; a denial needs a new commit.
                         deferred += usize::from(block == crate::policy::Block::Freeze);
@@ -514,21 +555,12 @@ impl Engine {
                 continue;
             }
             let from = status.as_ref().map_or(Phase::Pending, |s| s.phase);
-            let file = format!("apps/{name}/deploy.yaml");
-            let problems: Vec<String> = self
-                .fleet
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .source
-                .diagnostics
-                .iter()
-                .filter(|d| d.contains(&format!("apps/{name}/")))
-                .cloned()
-                .collect();
-            let message = if problems.is_empty() {
-                format!("{file} has errors; the running version is kept. Run `keelson validate` for details")
-            } else {
-                format!("{}; the running version is kept", problems.join("; "))
+            // The loader says why, from this commit (the fleet's diagnostics are the last commit's).
+            let message = match desired.held.get(name) {
+                Some(why) => format!("{why}; the running version is kept"),
+                None => format!(
+                    "apps/{name}/deploy.yaml has errors; the running version is kept. Run `keelson validate` for details"
+                ),
             };
             self.append(NewEntry {
                 app: name.clone(),
@@ -711,15 +743,36 @@ impl Engine {
     }
 
     /// Every policy verdict about rolling out `app` now.
-    fn admit(&self, app: &LoadedApp, snapshot: &Snapshot, quota: Vec<Verdict>) -> Vec<Verdict> {
-        let name = &app.app.metadata.name;
-        let ctx = ChangeCtx {
-            previous: self.previous.get(name),
-            commit: &snapshot.commit,
-            now: time::OffsetDateTime::now_utc(),
-            freeze_override: self.freeze_override.as_deref(),
-        };
-        let mut verdicts = self.policies.evaluate(app, &ctx);
+    async fn admit(&self, app: &LoadedApp, snapshot: &Snapshot, quota: Vec<Verdict>) -> Vec<Verdict> {
+        let name = app.app.metadata.name.clone();
+        tracing::debug!(app = name, "evaluating policies");
+        // Rego may take up to its limit per rule: off the async executor, so the API, the
+        // recorder and shutdown keep running meanwhile.
+        let (policies, app_owned) = (Arc::clone(&self.policies), app.clone());
+        let (previous, commit) = (self.previous.get(&name).cloned(), snapshot.commit.clone());
+        let freeze_override = self.freeze_override.clone();
+        let evaluated = tokio::task::spawn_blocking(move || {
+            let ctx = ChangeCtx {
+                previous: previous.as_ref(),
+                commit: &commit,
+                now: time::OffsetDateTime::now_utc(),
+                freeze_override: freeze_override.as_deref(),
+            };
+            policies.evaluate(&app_owned, &ctx)
+        })
+        .await;
+        let mut verdicts = evaluated.unwrap_or_else(|e| {
+            vec![Verdict {
+                policy: "(policy engine)".into(),
+                rule: "evaluate".into(),
+                kind: VerdictKind::Rule,
+                message: format!("policy evaluation failed ({e}), so the change is held"),
+                blocking: true,
+                file: String::new(),
+                line: 1,
+                col: 1,
+            }]
+        });
         verdicts.extend(quota);
         verdicts.extend(self.policy_errors.iter().map(|problem| Verdict {
             policy: "(policy files)".into(),
@@ -994,11 +1047,10 @@ fn error_class(e: &anyhow::Error) -> ErrorClass {
         .map_or(ErrorClass::Terminal, keelson_provider_api::Error::class)
 }
 
+/// `spec.sync.prune`: false unless written, whether or not a `sync:` block is there (as the
+/// manifest reference says).
 fn app_prunes(app: &LoadedApp) -> bool {
-    serde_json::to_value(&app.app.spec)
-        .ok()
-        .and_then(|v| v.pointer("/sync/prune").and_then(|p| p.as_bool()))
-        .unwrap_or(true)
+    app.app.spec.sync.as_ref().is_some_and(|s| s.prune)
 }
 
 /// Apps in an order where every app comes after what it depends on (Kahn's algorithm, ties by name).
@@ -1035,6 +1087,10 @@ pub fn dependency_order(desired: &DesiredState) -> Vec<String> {
 fn dependencies_ready(app: &LoadedApp, desired: &DesiredState, fleet: &Fleet) -> Result<(), String> {
     for dep in &app.app.spec.depends_on {
         let Some(want) = desired.apps.get(dep) else {
+            if desired.invalid_apps.contains(dep) {
+                let why = desired.held.get(dep).map_or(String::new(), |w| format!(": {w}"));
+                return Err(format!("waiting for {dep}: its manifest is invalid, so it is held{why}"));
+            }
             return Err(format!("waiting for {dep}: it is not in the repository"));
         };
         match fleet.apps.get(dep) {
@@ -1044,6 +1100,16 @@ fn dependencies_ready(app: &LoadedApp, desired: &DesiredState, fleet: &Fleet) ->
         }
     }
     Ok(())
+}
+
+/// True when `status` says policy already blocked this digest of `app` at `commit`.
+fn policy_blocked_at(status: Option<&AppStatus>, app: &LoadedApp, commit: &str) -> bool {
+    status.is_some_and(|s| {
+        s.phase == Phase::Blocked
+            && s.reason == crate::policy::Block::Policy.reason()
+            && s.desired_digest == app.digest
+            && s.desired_commit == commit
+    })
 }
 
 /// The first 12 characters of an id or digest, for messages.
@@ -1060,6 +1126,29 @@ pub fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn loaded(spec_extra: serde_json::Value) -> LoadedApp {
+        let mut spec = json!({"image": "img:1", "placement": {"cluster": "c"}});
+        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), spec_extra.as_object()) {
+            spec.extend(extra.clone());
+        }
+        let app =
+            json!({"apiVersion": "keelson.dev/v1alpha1", "kind": "App", "metadata": {"name": "web"}, "spec": spec});
+        LoadedApp {
+            app: serde_json::from_value(app).expect("valid app"),
+            file: "apps/web/deploy.yaml".into(),
+            digest: "d".into(),
+        }
+    }
+
+    /// One default (false) whether or not a `sync:` block is written.
+    #[test]
+    fn prune_is_off_unless_written() {
+        assert!(!app_prunes(&loaded(json!({}))), "no sync block");
+        assert!(!app_prunes(&loaded(json!({"sync": {"selfHeal": true}}))), "sync block without prune");
+        assert!(!app_prunes(&loaded(json!({"sync": {"prune": false}}))));
+        assert!(app_prunes(&loaded(json!({"sync": {"prune": true}}))));
+    }
 
     #[test]
     fn backoff_doubles_from_one_second_to_five_minutes() {

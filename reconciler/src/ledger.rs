@@ -8,7 +8,10 @@ mod chain;
 mod export;
 mod page;
 mod postgres;
+mod redact;
 mod sqlite;
+
+pub use redact::{redact, redact_text};
 #[cfg(test)]
 mod tests;
 
@@ -46,13 +49,13 @@ pub enum Error {
         source: io::Error,
     },
     /// The database could not be opened or connected to.
-    #[error("cannot open the ledger database `{database}`: {source}; check that it exists and is reachable")]
+    #[error("cannot open the ledger database `{database}`: {reason}; check that it exists and is reachable")]
     Open {
         /// The database string, with any password removed.
         database: String,
-        /// Why.
-        #[source]
-        source: sqlx::Error,
+        /// Why, as the driver said it, with any password removed (the driver's error itself is
+        /// not kept: printing its chain could show what was masked here).
+        reason: String,
     },
     /// A database operation failed.
     #[error("ledger database error while {doing}: {source}")]
@@ -105,6 +108,11 @@ pub enum Error {
 }
 
 impl Error {
+    /// [`Error::Open`] for `database`, with every credential masked in both the string and the cause.
+    pub(crate) fn open(database: &str, source: sqlx::Error) -> Self {
+        Error::Open { database: redact(database), reason: redact_text(&source.to_string(), database) }
+    }
+
     /// A stable label for metrics and logs.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -411,20 +419,5 @@ pub fn with_database(url: &str, name: &str) -> String {
     match query {
         Some(q) => format!("{base}/{name}?{q}"),
         None => format!("{base}/{name}"),
-    }
-}
-
-/// The database string without a password, for error messages and logs.
-pub fn redact(database: &str) -> String {
-    let Some((scheme, rest)) = database.split_once("://") else {
-        return database.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return database.to_owned();
-    };
-    match rest[..at].split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:***@{}", &rest[at + 1..]),
-        None => database.to_owned(),
     }
 }

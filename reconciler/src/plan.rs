@@ -176,6 +176,11 @@ pub fn compile_policies(
     repo: &gix::Repository,
 ) -> (PolicySet, Vec<Diagnostic>) {
     PolicySet::compile(desired, &mut |path| match files.iter().find(|f| f.path == path) {
+        // A link's blob is its target's name: never read as a module (the loader reports it).
+        Some(f) if f.entry != keelson_manifest::EntryKind::File => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{path} is a {}, not a regular file", f.entry.describe()),
+        )),
         Some(f) => crate::source::read_blob(repo, &f.blob_id),
         None => Err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("{path} is not in this commit"))),
     })

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use gix::bstr::ByteSlice;
-use keelson_manifest::RepoFile;
+use keelson_manifest::{EntryKind, RepoFile};
 use tokio::sync::mpsc;
 
 /// One commit of the tracked branch, as the loader needs it.
@@ -41,7 +41,7 @@ pub struct GitRepo {
 /// direct subtrees; shared between snapshots.
 #[derive(Debug)]
 struct Listing {
-    files: Vec<(String, String)>,
+    files: Vec<(String, String, EntryKind)>,
     subtrees: Vec<gix::ObjectId>,
 }
 type Listings = HashMap<gix::ObjectId, Arc<Listing>>;
@@ -164,7 +164,7 @@ fn list_files(
     let listing = list_tree(repo, start, listings, &mut seen)?;
     *listings = seen;
     let mut files: Vec<RepoFile> =
-        listing.files.iter().map(|(path, blob)| RepoFile { path: path.clone(), blob_id: blob.clone() }).collect();
+        listing.files.iter().map(|(path, blob, entry)| RepoFile::other(path.clone(), blob.clone(), *entry)).collect();
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(files)
 }
@@ -191,11 +191,23 @@ fn list_tree(
             let oid = entry.oid.to_owned();
             let sub = list_tree(repo, oid, previous, seen)?;
             listing.subtrees.push(oid);
-            listing.files.extend(sub.files.iter().map(|(path, blob)| (format!("{name}/{path}"), blob.clone())));
-        } else if entry.mode.is_blob() {
-            listing.files.push((name.into_owned(), entry.oid.to_string()));
+            listing
+                .files
+                .extend(sub.files.iter().map(|(path, blob, kind)| (format!("{name}/{path}"), blob.clone(), *kind)));
+        } else {
+            // Symlinks and submodules are listed (so a manifest never vanishes silently) but never
+            // followed: the loader reads regular files only, so nothing outside the repository is read.
+            let kind = if entry.mode.is_blob() {
+                EntryKind::File
+            } else if entry.mode.is_link() {
+                EntryKind::Symlink
+            } else if entry.mode.is_commit() {
+                EntryKind::Submodule
+            } else {
+                EntryKind::Other
+            };
+            listing.files.push((name.into_owned(), entry.oid.to_string(), kind));
         }
-        // Symlinks and submodules are never followed: a manifest cannot point outside the repository.
     }
     let listing = Arc::new(listing);
     seen.insert(id, Arc::clone(&listing));
@@ -394,6 +406,37 @@ mod tests {
         // Only the trees of the last snapshot are kept.
         let kept = repo.listings.lock().unwrap().len();
         assert!(kept <= 12, "{kept} tree listings kept");
+    }
+
+    /// Links and submodules are listed with their kind (so the loader can refuse them at their
+    /// path) and never followed.
+    #[test]
+    fn snapshots_list_links_and_submodules_as_what_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("state");
+        std::fs::create_dir_all(root.join("apps/web")).unwrap();
+        git(&root, &["init", "-q", "-b", "main"]);
+        std::fs::write(dir.path().join("outside.yaml"), "secret: 1\n").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("outside.yaml"), root.join("apps/web/deploy.yaml")).unwrap();
+        std::fs::write(root.join("README.md"), "x").unwrap();
+        git(&root, &["add", "-A"]);
+        git(&root, &["commit", "-qm", "link"]);
+        // A submodule entry, written straight into the index (no network, no second clone).
+        let blob = "1111111111111111111111111111111111111111";
+        git(&root, &["update-index", "--add", "--cacheinfo", &format!("160000,{blob},apps/db")]);
+        git(&root, &["commit", "-qm", "submodule"]);
+        let repo = GitRepo::open(&root).unwrap();
+        let head = repo.branch_head("main").unwrap().unwrap();
+        let snap = repo.snapshot(&head, "").unwrap();
+        let kinds: Vec<(&str, EntryKind)> = snap.files.iter().map(|f| (f.path.as_str(), f.entry)).collect();
+        assert_eq!(
+            kinds,
+            [
+                ("README.md", EntryKind::File),
+                ("apps/db", EntryKind::Submodule),
+                ("apps/web/deploy.yaml", EntryKind::Symlink)
+            ]
+        );
     }
 
     /// A relative git dir (`--repo ./state`) is watched like an absolute one.

@@ -1,18 +1,23 @@
 //! `keelson validate`: every problem in a repository or one file, as `PATH:LINE:COL: error: message`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use keelson_manifest::{Diagnostic, Loader, RepoFile};
+use keelson_manifest::yaml::Position;
+use keelson_manifest::{Diagnostic, EntryKind, Loader, RepoFile};
 use serde_json::json;
 
 use crate::cli::Format;
 
-/// Validates `path` (a directory is read from the filesystem, work tree as it is now), and with
-/// `config` the daemon config and each app's placement against it, and prints findings.
-pub async fn run(path: &Path, config: Option<&Path>, format: Format) -> Result<ExitCode> {
-    let (mut files, mut diagnostics) = check(path)?;
+/// Validates `path` (a directory is read from the filesystem, work tree as it is now) and the
+/// daemon config file `config` (with a repository: each app's placement against it too), and prints
+/// findings. Without either, `path` is `.`.
+pub async fn run(path: Option<&Path>, config: Option<&Path>, format: Format) -> Result<ExitCode> {
+    let (mut files, mut diagnostics) = match (path, config) {
+        (None, Some(_)) => (0, Vec::new()),
+        (path, _) => check(path.unwrap_or(Path::new(".")))?,
+    };
     if let Some(config) = config {
         let (config_files, found) = check_config(path, config)?;
         files += config_files;
@@ -39,6 +44,18 @@ pub async fn run(path: &Path, config: Option<&Path>, format: Format) -> Result<E
 
 /// Number of files looked at and every diagnostic, paths as the user gave them.
 pub fn check(path: &Path) -> Result<(usize, Vec<Diagnostic>)> {
+    if let Some(link) = link_inside_repository(path) {
+        // Never followed: the daemon would not follow it either, and its target may be any file.
+        let shown = path.display().to_string();
+        let message = if link == path {
+            format!("{shown} is a symbolic link; Keelson never follows links, so its target is not read")
+        } else {
+            format!("{} (on the way to {shown}) is a symbolic link; Keelson never follows links", link.display())
+        };
+        let d = Diagnostic::error(&shown, Position::START, "", "layout.not-a-file", message)
+            .with_hint("commit the file's content instead of a link to it");
+        return Ok((1, vec![d]));
+    }
     if path.is_file() {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let file = path.display().to_string();
@@ -48,7 +65,9 @@ pub fn check(path: &Path) -> Result<(usize, Vec<Diagnostic>)> {
             docs.first().and_then(|d| d.value.get("kind")).and_then(|k| k.as_str()) == Some("Config")
         });
         if is_config && !found.iter().any(Diagnostic::is_error) {
-            found.extend(crate::config::check(&file, &bytes).1);
+            let more: Vec<Diagnostic> =
+                crate::config::check(&file, &bytes).1.into_iter().filter(|d| !found.contains(d)).collect();
+            found.extend(more);
         }
         return Ok((1, found));
     }
@@ -60,7 +79,10 @@ pub fn check(path: &Path) -> Result<(usize, Vec<Diagnostic>)> {
     files.sort_by(|a: &(RepoFile, Vec<u8>), b| a.0.path.cmp(&b.0.path));
     let listing: Vec<RepoFile> = files.iter().map(|(f, _)| f.clone()).collect();
     // `files` is sorted by path: a binary search keeps a 10,000-app repository linear overall.
-    let read = |path: &str| files.binary_search_by(|(g, _)| g.path.as_str().cmp(path)).ok().map(|i| files[i].1.clone());
+    let read = |path: &str| {
+        let i = files.binary_search_by(|(g, _)| g.path.as_str().cmp(path)).ok()?;
+        (files[i].0.entry == EntryKind::File).then(|| files[i].1.clone())
+    };
     let outcome = Loader::new().load(&listing, &mut |f| Ok(read(&f.path).unwrap_or_default()));
     let (policies, policy_diagnostics) = crate::policy::PolicySet::compile(&outcome.desired, &mut |path| {
         read(path).ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("{path} does not exist")))
@@ -83,16 +105,17 @@ pub fn check(path: &Path) -> Result<(usize, Vec<Diagnostic>)> {
     Ok((listing.len(), diagnostics.collect()))
 }
 
-/// The daemon config (schema and provider settings) and, for a repository, each app's placement:
-/// its cluster must have every role its strategy needs, served by an instance able to.
-pub fn check_config(path: &Path, config: &Path) -> Result<(usize, Vec<Diagnostic>)> {
+/// The daemon config (schema, settings not built yet, provider settings, warnings included) and,
+/// for a repository `path`, each app's placement: its cluster must have every role its strategy
+/// needs, served by an instance able to.
+pub fn check_config(path: Option<&Path>, config: &Path) -> Result<(usize, Vec<Diagnostic>)> {
     let bytes = std::fs::read(config).with_context(|| format!("reading config {}", config.display()))?;
     let file = config.display().to_string();
     let (parsed, mut found) = crate::config::check(&file, &bytes);
     let Some(parsed) = parsed else { return Ok((1, found)) };
-    if !path.is_dir() {
+    let Some(path) = path.filter(|p| p.is_dir()) else {
         return Ok((1, found));
-    }
+    };
     let renderers = crate::providers::Renderers::from_config(&parsed.providers, &parsed.clusters)?;
     let mut files = Vec::new();
     walk(path, path, &mut files)?;
@@ -140,17 +163,39 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(RepoFile, Vec<u8>)>) -> Result<(
             continue;
         }
         let path = entry.path();
+        // `file_type` of a directory entry does not follow links: a link is listed as one and
+        // never read, so nothing outside the directory is ever opened.
         let kind = entry.file_type()?;
+        let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().replace('\\', "/");
         if kind.is_dir() {
             walk(root, &path, out)?;
         } else if kind.is_file() {
             let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-            let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().replace('\\', "/");
             let id = gix::objs::compute_hash(gix::hash::Kind::Sha1, gix::objs::Kind::Blob, &bytes)
                 .map(|id| id.to_string())
                 .unwrap_or_default();
-            out.push((RepoFile { path: rel, blob_id: id }, bytes));
+            out.push((RepoFile::new(rel, id), bytes));
+        } else {
+            let entry = if kind.is_symlink() { EntryKind::Symlink } else { EntryKind::Other };
+            out.push((RepoFile::other(rel, String::new(), entry), Vec::new()));
         }
     }
     Ok(())
+}
+
+/// The first symbolic link on `path` inside its repository: `path` itself, or a directory between
+/// it and the repository root (the nearest parent holding `.git`). Links above the root are the
+/// user's own layout and are left alone. Without a repository around it, only `path` is checked.
+fn link_inside_repository(path: &Path) -> Option<PathBuf> {
+    let is_link = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink());
+    if is_link(path) {
+        return Some(path.to_path_buf());
+    }
+    let absolute = std::path::absolute(path).ok()?;
+    let root = absolute.ancestors().skip(1).find(|a| a.join(".git").exists())?;
+    let links = absolute.ancestors().skip(1).take_while(|a| *a != root).filter(|a| is_link(a));
+    let link = links.last()?;
+    // Shown relative to what the user typed when it is a prefix of it.
+    let shown = path.ancestors().find(|p| std::path::absolute(p).ok().as_deref() == Some(link));
+    Some(shown.map_or_else(|| link.to_path_buf(), Path::to_path_buf))
 }

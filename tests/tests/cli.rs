@@ -55,6 +55,8 @@ fn validate_passes_the_template_and_reports_file_line_col() {
     let (tmp, repo) = template_repo();
     let ok = keelson(&["validate", repo.to_str().unwrap()], tmp.path());
     assert!(ok.status.success(), "{}{}", stdout(&ok), stderr(&ok));
+    // The template validates clean: no error and no warning (nothing it uses is unbuilt).
+    assert!(stderr(&ok).contains(": 0 errors, 0 warnings"), "{}{}", stdout(&ok), stderr(&ok));
     edit(&repo.join("apps/order-worker/deploy.yaml"), "replicas: 2", "replicas: two");
     let bad = keelson(&["validate", repo.to_str().unwrap()], tmp.path());
     assert_eq!(bad.status.code(), Some(1));
@@ -127,6 +129,13 @@ fn status_and_audit_verbs_against_a_running_daemon() {
     assert!(ex.status.success(), "{}", stderr(&ex));
     let verify = keelson(&["audit", "verify", "--repo", r, "--file", export.to_str().unwrap()], tmp.path());
     assert!(verify.status.success(), "{}{}", stdout(&verify), stderr(&verify));
+    // With no arguments, the current directory is the repository (as for `plan` and `validate`),
+    // and its status branch is cross-checked.
+    let here = keelson(&["audit", "verify", "--format", "json"], &repo);
+    assert!(here.status.success(), "{}{}", stdout(&here), stderr(&here));
+    let report: serde_json::Value = serde_json::from_slice(&here.stdout).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    assert!(report["anchors_checked"].as_u64().or(report["anchorsChecked"].as_u64()).unwrap() > 0, "{report}");
     let nothing = keelson(&["status", "--server", "http://127.0.0.1:9"], tmp.path());
     assert_eq!(nothing.status.code(), Some(1));
     assert!(stderr(&nothing).contains("keelson up"), "{}", stderr(&nothing));
@@ -146,4 +155,79 @@ fn schema_prints_each_kind_and_names_the_supported_ones() {
     let bad = keelson(&["schema", "Deployment"], dir.path());
     assert_eq!(bad.status.code(), Some(1));
     assert!(stderr(&bad).contains("App, Policy, Config"), "{}", stderr(&bad));
+}
+
+/// A setting that is accepted but not carried out is an error when ignoring it is unsafe (a
+/// canary would roll out all at once) and a warning otherwise, in every form of `validate`.
+#[test]
+fn validate_refuses_unbuilt_strategies_and_warns_about_unbuilt_settings() {
+    let (tmp, repo) = template_repo();
+    let file = repo.join("apps/storefront/deploy.yaml");
+    edit(&file, "    type: direct", "    type: canary\n    steps: [10, 50, 100]");
+    for target in [repo.clone(), file.clone()] {
+        let out = keelson(&["validate", target.to_str().unwrap()], tmp.path());
+        assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), stderr(&out));
+        let text = stdout(&out);
+        let line = text.lines().find(|l| l.contains("/spec/strategy/type")).unwrap_or_else(|| panic!("{text}"));
+        assert!(line.contains("apps/storefront/deploy.yaml:21:5: error:"), "{line}");
+        assert!(line.contains("is not built"), "{line}");
+    }
+    edit(&file, "    type: canary\n    steps: [10, 50, 100]", "    type: direct");
+    edit(&file, "    prune: true", "    prune: true\n    selfHeal: true");
+    let out = keelson(&["validate", repo.to_str().unwrap(), "--format", "json"], tmp.path());
+    assert!(out.status.success(), "a warning does not fail validation: {}", stdout(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["warnings"], 1, "{v}");
+    assert_eq!(v["diagnostics"][0]["rule"], "not-built");
+    assert_eq!(v["diagnostics"][0]["pointer"], "/spec/sync/selfHeal");
+
+    let config = tmp.path().join("keelson.yaml");
+    let base = "apiVersion: keelson.dev/v1alpha1\nkind: Config\nsource: {repo: /srv/state}\n";
+    std::fs::write(
+        &config,
+        format!(
+            "{base}concurrency: 4\nclusters:\n  prod: {{workloads: sim, mesh: sim}}\nproviders:\n  sim: {{type: sim}}\n"
+        ),
+    )
+    .unwrap();
+    let out = keelson(&["validate", "--config", config.to_str().unwrap()], tmp.path());
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("keelson.yaml:4:1: warning: /concurrency:"), "{text}");
+    assert!(text.contains("/clusters/prod/mesh:"), "{text}");
+    assert!(stderr(&out).contains("1 files checked: 0 errors, 2 warnings"), "{}", stderr(&out));
+    std::fs::write(&config, format!("{base}status: {{repo: /srv/status}}\n")).unwrap();
+    let out = keelson(&["validate", "--config", config.to_str().unwrap()], tmp.path());
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).contains("keelson.yaml:4:10: error: /status/repo:"), "{}", stdout(&out));
+    // The daemon refuses the same config before doing anything, naming the field.
+    let out = keelson(&["daemon", "--config", config.to_str().unwrap()], tmp.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("/status/repo"), "{}", stderr(&out));
+}
+
+/// `--help` names `KEELSON_DATABASE` but never prints its value (it may hold a password), and a
+/// config whose `database` is refused does not quote its password either.
+#[test]
+fn database_passwords_are_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    for verb in [&["daemon", "--help"][..], &["audit", "verify", "--help"]] {
+        let out = std::process::Command::new(keelson_e2e::keelson_bin())
+            .args(verb)
+            .env("KEELSON_DATABASE", "postgres://keelson:hunter2@db/k?password=hunter3")
+            .output()
+            .unwrap();
+        let text = stdout(&out);
+        assert!(text.contains("KEELSON_DATABASE"), "{text}");
+        assert!(!text.contains("hunter"), "{verb:?} printed the password: {text}");
+    }
+    let config = dir.path().join("keelson.yaml");
+    std::fs::write(&config, "apiVersion: keelson.dev/v1alpha1\nkind: Config\ndatabase: mysql://keelson:hunter2@db/k\n")
+        .unwrap();
+    let out = keelson(&["validate", "--config", config.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("/database"), "{}", stdout(&out));
+    assert!(!stdout(&out).contains("hunter2"), "{}", stdout(&out));
+    let out = keelson(&["daemon", "--config", config.to_str().unwrap()], dir.path());
+    assert!(!stderr(&out).contains("hunter2"), "{}", stderr(&out));
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use keelson_e2e::{Daemon, edit, git, keelson, template_repo};
+use keelson_e2e::{Daemon, git, keelson, template_repo};
 
 #[test]
 fn a_hung_instance_fails_only_its_apps_with_a_transient_error_that_is_retried() {
@@ -131,25 +131,24 @@ fn provider_test_passes_the_sim_and_fails_a_broken_instance_with_exit_1() {
 
 #[test]
 fn validate_with_a_config_names_the_app_the_cluster_and_the_missing_role() {
+    // (A cluster lacking a mesh for a canary is checked too, in keelson-provider-api's tests; canary
+    // strategies are refused as not built yet, so a valid app can only miss its workloads role.)
     let (tmp, repo) = template_repo();
-    edit(
-        &repo.join("apps/storefront/deploy.yaml"),
-        "    type: direct\n",
-        "    type: canary\n    steps: [10, 50, 100]\n",
-    );
-    git(&repo, &["commit", "-qam", "storefront goes canary"]);
     let config = tmp.path().join("keelson.yaml");
     std::fs::write(
         &config,
         "apiVersion: keelson.dev/v1alpha1\nkind: Config\nproviders:\n  lab:\n    type: sim\n\
-         clusters:\n  prod-east:\n    workloads: lab\n  gpu-lab:\n    workloads: lab\n",
+         clusters:\n  prod-east:\n    workloads: lab\n",
     )
     .unwrap();
     let out = keelson(&["validate", repo.to_str().unwrap(), "--config", config.to_str().unwrap()], tmp.path());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    let line = stdout.lines().find(|l| l.contains("config.missing-role") || l.contains("has no mesh provider"));
-    let line = line.unwrap_or_else(|| panic!("no missing-role error:\n{stdout}"));
-    assert!(line.contains("apps/storefront/deploy.yaml:21:"), "at the strategy type: {line}");
-    assert!(line.contains("app storefront") && line.contains("\"prod-east\"") && line.contains("mesh"), "{line}");
+    let lines: Vec<&str> =
+        stdout.lines().filter(|l| l.contains("config.missing-role") || l.contains("is not bound")).collect();
+    assert_eq!(lines.len(), 1, "only llm-inference runs on the unbound gpu-lab:\n{stdout}");
+    let line = lines[0];
+    assert!(line.contains("apps/llm-inference/deploy.yaml:18:14: error: /spec/placement/cluster"), "{line}");
+    assert!(line.contains("app llm-inference") && line.contains("\"gpu-lab\" is not bound"), "{line}");
+    assert!(line.contains("hint: bind `clusters.gpu-lab.workloads`"), "{line}");
 }

@@ -357,3 +357,87 @@ fn loader_and_state_cross_threads() {
     assert_send_sync::<DesiredState>();
     assert_send_sync::<LoadOutcome>();
 }
+
+/// A canary is refused (held as it is, never rolled out as `direct`); a self-heal only warns.
+#[test]
+fn unbuilt_strategies_hold_the_app_and_unbuilt_sync_settings_only_warn() {
+    let mut repo = Repo::default();
+    repo.app(app("web").canary(&[10, 100])).app(app("db").set("/spec/sync", json!({"selfHeal": true})));
+    let outcome = repo.load(&mut Loader::new());
+    assert_eq!(outcome.desired.invalid_apps.iter().collect::<Vec<_>>(), ["web"], "{}", render(&outcome));
+    assert_eq!(outcome.desired.apps.keys().collect::<Vec<_>>(), ["db"]);
+    let not_built: Vec<(&str, &str, bool)> = outcome
+        .diagnostics
+        .iter()
+        .filter(|d| d.rule == crate::not_built::RULE)
+        .map(|d| (d.file.as_str(), d.pointer.as_str(), d.is_error()))
+        .collect();
+    assert_eq!(
+        not_built,
+        [
+            ("apps/db/deploy.yaml", "/spec/sync/selfHeal", false),
+            ("apps/web/deploy.yaml", "/spec/strategy/type", true),
+            ("apps/web/deploy.yaml", "/spec/strategy/interval", false),
+            ("apps/web/deploy.yaml", "/spec/strategy/gates", true),
+        ]
+    );
+}
+
+/// A link or submodule where a manifest is expected is an error at its path and holds its app;
+/// it is never read.
+#[rstest]
+#[case::linked_deploy("apps/web/deploy.yaml", EntryKind::Symlink, Some("web"))]
+#[case::submodule_app_dir("apps/web", EntryKind::Submodule, Some("web"))]
+#[case::linked_manifests("apps/web/manifests/svc.yaml", EntryKind::Symlink, Some("web"))]
+#[case::linked_policy("policies/extra.yaml", EntryKind::Symlink, None)]
+#[case::linked_apps_dir("apps", EntryKind::Symlink, None)]
+fn links_and_submodules_are_errors_never_read(
+    #[case] path: &str,
+    #[case] entry: EntryKind,
+    #[case] held: Option<&str>,
+) {
+    let mut repo = Repo::default();
+    repo.app(app("db"));
+    if path != "apps/web" {
+        repo.app(app("web"));
+    }
+    repo.remove(path);
+    repo.files.push(RepoFile::other(path, "0000-link", entry));
+    let outcome = repo.load(&mut Loader::new());
+    let d = outcome
+        .diagnostics
+        .iter()
+        .find(|d| d.rule == "layout.not-a-file")
+        .unwrap_or_else(|| panic!("no layout.not-a-file:\n{}", render(&outcome)));
+    assert_eq!((d.file.as_str(), d.line, d.col), (path, 1, 1));
+    assert!(d.is_error() && d.message.contains(entry.describe()), "{d}");
+    assert!(!repo.reads.iter().any(|r| r == path), "the entry was read");
+    match held {
+        Some(app) => {
+            assert!(outcome.desired.invalid_apps.contains(app), "{app} must be held");
+            assert!(!outcome.desired.apps.contains_key(app));
+            assert!(outcome.desired.held[app].contains("is a "), "{:?}", outcome.desired.held);
+        }
+        None => assert!(outcome.desired.apps.contains_key("db")),
+    }
+}
+
+/// A directory renamed without its `metadata.name` holds the app that name refers to.
+#[test]
+fn renamed_app_directory_holds_the_named_app_until_they_agree() {
+    let mut repo = Repo::default();
+    repo.app(app("db")).put("apps/web2/deploy.yaml", app("web").yaml());
+    let outcome = repo.load(&mut Loader::new());
+    let invalid: Vec<&str> = outcome.desired.invalid_apps.iter().map(String::as_str).collect();
+    assert_eq!(invalid, ["web", "web2"], "{}", render(&outcome));
+    assert!(outcome.desired.held["web"].contains("apps/web2/deploy.yaml declares `web`"), "{:?}", outcome.desired.held);
+    assert!(
+        outcome.desired.held["web2"].contains("app.name-mismatch")
+            || outcome.desired.held["web2"].contains("metadata.name")
+    );
+    // Once the name follows the directory, only the new app is wanted (the old one may be pruned).
+    repo.put("apps/web2/deploy.yaml", app("web2").yaml());
+    let outcome = repo.load(&mut Loader::new());
+    assert!(outcome.desired.invalid_apps.is_empty(), "{}", render(&outcome));
+    assert_eq!(outcome.desired.apps.keys().collect::<Vec<_>>(), ["db", "web2"]);
+}

@@ -281,7 +281,26 @@ clusters:
 
 #[test]
 fn design_config_parses() {
-    let config = parse_config("keelson.yaml", CONFIG.as_bytes()).unwrap_or_else(|d| panic!("{}", render(&d)));
+    // The sketch names settings that are not built: they are the only findings.
+    let checked = check_bytes("keelson.yaml", CONFIG.as_bytes());
+    let findings: Vec<(String, Severity)> =
+        checked.all_diagnostics().into_iter().map(|d| (format!("{} {}", d.rule, d.pointer), d.severity)).collect();
+    let not_built = |p: &str, s| (format!("not-built {p}"), s);
+    assert_eq!(
+        findings,
+        [
+            not_built("/source/webhook", Severity::Warning),
+            not_built("/source/requireSignedCommits", Severity::Error),
+            not_built("/source/allowedSigners", Severity::Warning),
+            not_built("/status/pushInterval", Severity::Warning),
+            not_built("/drift", Severity::Warning),
+            not_built("/concurrency", Severity::Warning),
+            not_built("/clusters/prod-east/capacity", Severity::Warning),
+            not_built("/clusters/prod-east/mesh", Severity::Warning),
+            not_built("/clusters/prod-east/metrics", Severity::Warning),
+        ]
+    );
+    let config: crate::Config = serde_json::from_value(checked.documents[0].document.value.clone()).unwrap();
     let source = config.source.as_ref().expect("source");
     assert_eq!(source.repo.as_deref(), Some("git@github.com:acme/state.git"));
     assert_eq!(source.poll_interval.as_deref(), Some("60s"));
@@ -329,7 +348,7 @@ fn messages_read_well() {
     assert_eq!(
         msgs,
         [
-            "apps/web/deploy.yaml:9:13: error: /spec/replicas: replicas: expected an integer ≥ 0, got \"three\"",
+            "apps/web/deploy.yaml:9:13: error: /spec/replicas: replicas: expected an integer ≥ 0 and ≤ 4294967295, got \"three\"",
             "apps/web/deploy.yaml:10:3: error: /spec/replicsa: unknown field `replicsa` in spec (hint: did you mean `replicas`?)",
             "apps/web/deploy.yaml:11:20: error: /spec/strategy/type: type: expected one of `direct`, `rolling`, `blueGreen`, `canary`, got \"canery\" (hint: did you mean `canary`?)",
         ]
@@ -345,7 +364,16 @@ fn reports_every_problem_in_a_file() {
     let rules: Vec<&str> = diags.iter().map(|d| d.rule.as_str()).collect();
     assert_eq!(
         rules,
-        ["schema.range", "app.cpu", "app.memory", "app.steps", "app.duration", "schema.pattern"],
+        [
+            "schema.range",
+            "app.cpu",
+            "app.memory",
+            "not-built",
+            "app.steps",
+            "not-built",
+            "app.duration",
+            "schema.pattern"
+        ],
         "{}",
         render(&diags)
     );
@@ -360,14 +388,14 @@ fn unknown_kind_names_the_supported_ones() {
 
 #[test]
 fn warnings_do_not_block() {
-    let text = "apiVersion: keelson.dev/v1alpha1\nkind: App\nmetadata: {name: web}\nspec:\n  image: nginx\n  placement: {cluster: c}\n  strategy: {type: rolling, steps: [50, 100]}\n";
+    let text = "apiVersion: keelson.dev/v1alpha1\nkind: App\nmetadata: {name: web}\nspec:\n  image: nginx\n  placement: {cluster: c}\n  strategy: {type: direct, steps: [50, 100]}\n";
     let checked = check_bytes("apps/web/deploy.yaml", text.as_bytes());
     let rules: Vec<_> = checked.all_diagnostics().into_iter().map(|d| (d.rule, d.severity, d.line, d.col)).collect();
     assert_eq!(
         rules,
         [
             ("app.image-unpinned".to_string(), Severity::Warning, 5, 10),
-            ("app.steps-unused".to_string(), Severity::Warning, 7, 36),
+            ("app.steps-unused".to_string(), Severity::Warning, 7, 35),
         ]
     );
     assert!(checked.documents[0].manifest.is_some());
@@ -405,8 +433,24 @@ spec:
   dependsOn: [postgres]
 "#;
     let checked = check_bytes("apps/checkout/deploy.yaml", text.as_bytes());
-    assert_clean(&checked.all_diagnostics());
-    let Some(Manifest::App(app)) = checked.documents[0].manifest.clone() else { panic!("no app") };
+    // Everything in the sketch passes its checks; what is refused is only what is not built yet.
+    let (not_built, other): (Vec<Diagnostic>, Vec<Diagnostic>) =
+        checked.all_diagnostics().into_iter().partition(|d| d.rule == crate::not_built::RULE);
+    assert_clean(&other);
+    let refused: Vec<(&str, Severity)> = not_built.iter().map(|d| (d.pointer.as_str(), d.severity)).collect();
+    assert_eq!(
+        refused,
+        [
+            ("/spec/strategy/type", Severity::Error),
+            ("/spec/strategy/interval", Severity::Warning),
+            ("/spec/strategy/autoRevert", Severity::Error),
+            ("/spec/strategy/gates", Severity::Error),
+            ("/spec/sync/selfHeal", Severity::Warning),
+            ("/spec/sync/ignoreDifferences", Severity::Warning),
+        ]
+    );
+    assert!(checked.documents[0].manifest.is_none(), "a canary must not be accepted as a direct rollout");
+    let app: App = serde_json::from_value(checked.documents[0].document.value.clone()).unwrap();
     assert_eq!(app.metadata.name, "checkout");
     assert_eq!(app.spec.replicas, 4);
     assert_eq!(app.spec.placement.cluster, "prod-east");
@@ -423,7 +467,7 @@ spec:
 #[rstest]
 #[case::minimal(app("web"))]
 #[case::scaled(app("web").replicas(0).team("payments"))]
-#[case::canary(app("web").canary(&[5, 25, 100]).resources("2", "1.5Gi"))]
+#[case::resources(app("web").resources("2", "1.5Gi"))]
 #[case::manifests_only(app("web").manifests("manifests").set("/spec/image", serde_json::json!("registry.example.com/web:2")))]
 #[case::numeric_cpu(app("web").set("/spec/resources", serde_json::json!({"cpu": 2, "memory": "512Mi"})))]
 #[case::spot(app("web").set("/spec/placement/nodePool", serde_json::json!({"serverClass": "gp.vs1.medium-dfw", "maxBid": 0.08})))]
@@ -471,4 +515,27 @@ fn app_dir_detection() {
     assert_eq!(app_dir_of("clusters/prod/apps/web/deploy.yaml"), Some("web"));
     assert_eq!(app_dir_of("web/deploy.yaml"), None);
     assert_eq!(app_dir_of("apps/web/manifests/deploy.yaml"), None);
+}
+
+/// Numbers past what a field can hold are reported at their own position with the range, never at
+/// 1:1 with serde's text.
+#[rstest]
+#[case::replicas_u32("  replicas: 4294967296", 9, 13)]
+#[case::replicas_huge("  replicas: 99999999999999999999", 9, 13)]
+#[case::gpu_count("  resources: {gpu: {count: 5000000000}}", 9, 28)]
+#[case::probe_threshold("  health: {readiness: {path: /, port: 80, failureThreshold: 4294967296}}", 9, 61)]
+#[case::gate_max_ms("  strategy: {type: direct, gates: [{metric: latency-p99, maxMs: 99999999999999999999}]}", 9, 65)]
+fn numbers_past_a_fields_range_are_reported_where_they_are(#[case] line: &str, #[case] l: usize, #[case] c: usize) {
+    let text = format!("{BASE}{line}\n");
+    let diags = check_file("apps/web/deploy.yaml", text.as_bytes());
+    let d = assert_has(&diags, "schema.range", l, c);
+    assert!(d.message.contains("4294967295") || d.message.contains("18446744073709551615"), "{d}");
+    assert!(!diags.iter().any(|d| d.rule == "schema.internal" || (d.line, d.col) == (1, 1)), "{}", render(&diags));
+}
+
+#[test]
+fn quota_numbers_past_u32_are_reported_where_they_are() {
+    let text = "apiVersion: keelson.dev/v1alpha1\nkind: Policy\nmetadata: {name: q}\nspec:\n  quotas: [{team: a, gpus: 4294967296}]\n";
+    let diags = check_file("policies/q.yaml", text.as_bytes());
+    assert_has(&diags, "schema.range", 5, 28);
 }

@@ -110,3 +110,56 @@ async fn metrics_are_prometheus_text() {
     assert!(text.contains("keelson_transitions_total{to=\"Healthy\"} 1"), "{text}");
     assert!(text.contains("keelson_ledger_head_seq 7"), "{text}");
 }
+
+/// Settings accepted but not carried out are named in `/api/v1/status`, config first.
+#[tokio::test]
+async fn status_lists_settings_that_are_not_built() {
+    let (_d, s) = state().await;
+    {
+        let mut fleet = s.fleet.write().unwrap();
+        fleet.config_not_built = vec!["`concurrency` is not carried out yet".into()];
+        fleet.source.not_built = vec!["apps/web/deploy.yaml:9:5: warning: /spec/sync/selfHeal: …".into()];
+    }
+    let (code, body) = call(&s, "GET", "/api/v1/status").await;
+    assert_eq!(code, StatusCode::OK);
+    let listed: Vec<&str> = body["notBuilt"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+    assert_eq!(listed.len(), 2, "{body}");
+    assert!(listed[0].contains("concurrency") && listed[1].contains("selfHeal"), "{body}");
+}
+
+/// Every error is JSON: bad query strings, invalid UTF-8 in a path, and the history of an app
+/// nobody ever knew (404, while a known app without entries answers 200).
+#[tokio::test]
+async fn query_and_path_errors_are_json_and_unknown_history_is_404() {
+    let (_d, s) = state().await;
+    for uri in ["/api/v1/audit?limit=abc", "/api/v1/apps/web/history?limit=1x", "/api/v1/audit?since=1&limit=-"] {
+        let (code, body) = call(&s, "GET", uri).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{uri}");
+        assert_eq!(body["error"]["status"], 400, "{uri}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("query"), "{uri}: {body}");
+    }
+    for uri in ["/api/v1/apps/%FF%FE", "/api/v1/apps/%C3%28/history"] {
+        let (code, body) = call(&s, "GET", uri).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{uri}");
+        assert_eq!(body["error"]["status"], 400, "{uri}: {body}");
+    }
+    let (code, body) = call(&s, "GET", "/api/v1/apps/nobody/history").await;
+    assert_eq!(code, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["error"]["status"], 404);
+    assert_eq!(call(&s, "GET", "/api/v1/apps/web/history").await.0, StatusCode::OK, "a known app");
+    s.ledger
+        .append(NewEntry {
+            app: "gone".into(),
+            desired_commit: "c".into(),
+            desired_digest: String::new(),
+            rollout: Some(RolloutRef::StartsHere),
+            from_state: "Healthy".into(),
+            to_state: "Deleted".into(),
+            action: "deleted".into(),
+            actor: "keelson".into(),
+            detail: serde_json::json!({}),
+        })
+        .await
+        .unwrap();
+    assert_eq!(call(&s, "GET", "/api/v1/apps/gone/history").await.0, StatusCode::OK, "a deleted app keeps its history");
+}

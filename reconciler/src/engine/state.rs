@@ -129,6 +129,10 @@ pub struct AppStatus {
     pub quarantined_digest: Option<String>,
     /// Every resource the app's rollouts applied and did not delete since: what a prune deletes.
     pub inventory: Vec<keelson_provider_api::ResourceId>,
+    /// A newer commit git wants for this app that has not started (it waits: `reason`, `message`).
+    pub wanted_commit: Option<String>,
+    /// The digest of [`AppStatus::wanted_commit`].
+    pub wanted_digest: Option<String>,
 }
 
 impl AppStatus {
@@ -150,6 +154,29 @@ impl AppStatus {
             instance: String::new(),
             quarantined_digest: None,
             inventory: Vec::new(),
+            wanted_commit: None,
+            wanted_digest: None,
+        }
+    }
+
+    /// Git wants `digest` (from `commit`) but its rollout must wait: say so, and stop calling the
+    /// running version in sync with git.
+    pub fn wait_for(&mut self, commit: &str, digest: &str, reason: &str, message: String) {
+        self.reason = reason.into();
+        self.message = message;
+        self.in_sync = false;
+        self.wanted_commit = Some(commit.to_owned());
+        self.wanted_digest = Some(digest.to_owned());
+    }
+
+    /// Nothing waits any more: the running version is what git wants.
+    pub fn clear_wait(&mut self) {
+        self.wanted_commit = None;
+        self.wanted_digest = None;
+        self.in_sync = self.phase == Phase::Healthy;
+        if self.reason == "DependencyNotReady" {
+            self.reason.clear();
+            self.message.clear();
         }
     }
 
@@ -160,6 +187,9 @@ impl AppStatus {
         if !e.desired_digest.is_empty() {
             self.desired_digest.clone_from(&e.desired_digest);
             self.desired_commit.clone_from(&e.desired_commit);
+            // Whatever waited has now been acted on (or superseded).
+            self.wanted_commit = None;
+            self.wanted_digest = None;
         }
         if e.rollout.is_some() {
             self.rollout = e.rollout;
@@ -238,6 +268,8 @@ pub struct Fleet {
     pub source: SourceStatus,
     /// The provider instances and how clusters are bound to them.
     pub providers: crate::providers::ProvidersStatus,
+    /// Daemon config settings accepted but not carried out (see `keelson_manifest::not_built`).
+    pub config_not_built: Vec<String>,
 }
 
 /// The source as last seen.
@@ -253,8 +285,13 @@ pub struct SourceStatus {
     pub last_sync: Option<String>,
     /// Problems found in that commit, as `file:line:col: error: message`.
     pub diagnostics: Vec<String>,
+    /// The diagnostics about settings of that commit that are accepted but not carried out.
+    pub not_built: Vec<String>,
     /// True once the first snapshot has been reconciled.
     pub ready: bool,
+    /// What is wrong with the source right now that keeps git's wishes from being carried out
+    /// (a deleted tracked branch, a commit with no apps), for people; empty when all is well.
+    pub warnings: Vec<String>,
 }
 
 impl Fleet {

@@ -413,7 +413,7 @@ impl Verifier {
             );
             return self.fail(entry.seq, reason);
         }
-        if let Some(reason) = detail_problem(entry.detail) {
+        if let Some(reason) = detail_problem(entry.detail).or_else(|| format_problem(&entry)) {
             return self.fail(entry.seq, reason);
         }
         while let Some(anchor) = self.anchors.get(self.next_anchor) {
@@ -497,6 +497,46 @@ pub fn verify_entries(entries: impl IntoIterator<Item = LedgerEntry>, anchors: &
         }
     }
     verifier.finish()
+}
+
+/// What the ledger format forbids that a hash alone does not catch (an entry with a matching hash
+/// can still be one Keelson never writes): U+0000 in any field, and an `at` that is not RFC 3339
+/// UTC with exactly six fractional digits.
+fn format_problem(entry: &EntryFields<'_>) -> Option<String> {
+    let fields = [
+        ("at", entry.at),
+        ("app", entry.app),
+        ("desired_commit", entry.desired_commit),
+        ("desired_digest", entry.desired_digest),
+        ("from_state", entry.from_state),
+        ("to_state", entry.to_state),
+        ("action", entry.action),
+        ("actor", entry.actor),
+        ("detail", entry.detail),
+        ("prev_hash", entry.prev_hash),
+        ("hash", entry.hash),
+    ];
+    if let Some((field, _)) = fields.iter().find(|(_, v)| v.contains('\0')) {
+        return Some(format!("{field} contains U+0000, which the ledger format forbids"));
+    }
+    (!is_ledger_time(entry.at)).then(|| {
+        format!("at {:?} is not RFC 3339 UTC with six fractional digits (2026-11-02T10:00:00.000000Z)", entry.at)
+    })
+}
+
+/// True for `YYYY-MM-DDTHH:MM:SS.ffffffZ` naming a real instant.
+pub(crate) fn is_ledger_time(at: &str) -> bool {
+    let b = at.as_bytes();
+    let shape = b.len() == 27
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            10 => *c == b'T',
+            13 | 16 => *c == b':',
+            19 => *c == b'.',
+            26 => *c == b'Z',
+            _ => c.is_ascii_digit(),
+        });
+    shape && time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).is_ok()
 }
 
 /// Why a stored detail is not what the appender would have written, if it is not.

@@ -1,7 +1,8 @@
 //! The PostgreSQL store: appends serialized by a transaction-scoped advisory lock.
 
 use futures_util::StreamExt;
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row};
 use time::OffsetDateTime;
 
@@ -30,6 +31,9 @@ pub(super) const OPEN_INTENTS: &str = concat!(
     "SELECT 1 FROM ledger o WHERE ((o.detail::jsonb) ->> 'intentSeq') = i.seq::text) ORDER BY seq"
 );
 
+/// Longest wait for the database to answer a connection attempt.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A PostgreSQL ledger database.
 #[derive(Clone, Debug)]
 pub(super) struct PgStore {
@@ -45,11 +49,29 @@ impl PgStore {
     }
 
     async fn connect(url: &str) -> Result<PgStore> {
+        let options: PgConnectOptions = url.parse().map_err(|source| Error::open(url, source))?;
+        // One direct connection first: a pool retries a refused connection until its acquire
+        // timeout and then says only "pool timed out"; a single attempt fails at once with the
+        // cause (refused, unknown host, bad password), bounded for a host that never answers.
+        match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options)).await {
+            Ok(Ok(first)) => {
+                let _ = first.close().await;
+            }
+            Ok(Err(source)) => return Err(Error::open(url, source)),
+            Err(_) => {
+                let source = sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+                ));
+                return Err(Error::open(url, source));
+            }
+        }
         let pool = PgPoolOptions::new()
             .max_connections(8)
-            .connect(url)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_with(options)
             .await
-            .map_err(|source| Error::Open { database: super::redact(url), source })?;
+            .map_err(|source| Error::open(url, source))?;
         Ok(PgStore { pool })
     }
 

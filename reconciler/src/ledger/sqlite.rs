@@ -51,8 +51,7 @@ impl SqliteStore {
 
     /// Opens a `sqlite:` URL, creating the file and its parent directories.
     pub(super) async fn open_url(url: &str) -> Result<SqliteStore> {
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(|source| Error::Open { database: super::redact(url), source })?;
+        let options = SqliteConnectOptions::from_str(url).map_err(|source| Error::open(url, source))?;
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         Self::open_with(options, url, in_memory).await
     }
@@ -76,10 +75,7 @@ impl SqliteStore {
             // connection, so that one must never be closed as idle.
             pool_options = pool_options.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None);
         }
-        let pool = pool_options
-            .connect_with(options)
-            .await
-            .map_err(|source| Error::Open { database: super::redact(database), source })?;
+        let pool = pool_options.connect_with(options).await.map_err(|source| Error::open(database, source))?;
         let store = SqliteStore { pool };
         store.migrate(MIGRATIONS).await?;
         Ok(store)

@@ -1136,3 +1136,54 @@ fn ledger_is_send_sync_and_cheap_to_clone() {
     fn assert_send_sync<T: Send + Sync + Clone + 'static>() {}
     assert_send_sync::<Ledger>();
 }
+
+/// A refused PostgreSQL connection fails at once with its cause (not a pool timeout), and no form
+/// of the password is printed.
+#[tokio::test]
+async fn a_refused_postgres_connection_names_its_cause_without_the_password() {
+    // A port nobody listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    for url in [
+        format!("postgres://keelson:hunter2@127.0.0.1:{port}/k"),
+        format!("postgres://keelson@127.0.0.1:{port}/k?password=hunter2"),
+        format!("postgresql://127.0.0.1:{port}/k?user=keelson&password=hunter2&sslmode=disable"),
+    ] {
+        let err = Ledger::open(&url).await.unwrap_err();
+        let message = format!("{:#}", anyhow::Error::from(err));
+        assert!(!message.contains("hunter2"), "{message}");
+        assert!(!message.contains("pool timed out"), "{message}");
+        assert!(message.to_lowercase().contains("refused"), "the cause is named: {message}");
+    }
+}
+
+/// An entry whose hash matches can still break the format: U+0000 in a field, or an `at` that is
+/// not RFC 3339 UTC with six digits. Both verifiers (Rust and docs/verify_audit.py) refuse it.
+#[tokio::test]
+async fn both_verifiers_refuse_nul_and_malformed_times_even_with_matching_hashes() {
+    let dir = tempfile::tempdir().unwrap();
+    type Break = fn(&mut LedgerEntry);
+    let cases: [(&str, Break); 5] = [
+        ("app contains U+0000", |e| e.app = "we\u{0}b".into()),
+        ("actor contains U+0000", |e| e.actor = "\u{0}".into()),
+        ("is not RFC 3339", |e| e.at = "2026-11-02 10:00:00".into()),
+        ("is not RFC 3339", |e| e.at = "2026-11-02T10:00:00Z".into()),
+        ("is not RFC 3339", |e| e.at = "2026-13-45T10:00:00.000000Z".into()),
+    ];
+    for (expected, break_it) in cases {
+        let mut entry = known_entry();
+        break_it(&mut entry);
+        entry.hash = entry.compute_hash();
+        let report = verify_entries([entry.clone()], &[]);
+        let bad = report.first_bad.as_ref().unwrap_or_else(|| panic!("{expected}: accepted"));
+        assert!(bad.reason.contains(expected.split(' ').next_back().unwrap()), "{expected}: {}", bad.reason);
+        let line = format!("{}\n", serde_json::to_string(&entry).unwrap());
+        if let Some((code, stdout)) = run_python(&dir.path().join("bad.jsonl"), &line, None).await {
+            assert_eq!(code, 1, "verify_audit.py accepted it ({expected}): {stdout}");
+            assert!(stdout.starts_with("BAD seq 1:"), "{stdout}");
+        }
+    }
+    // The known entry itself still verifies.
+    let mut entry = known_entry();
+    entry.hash = entry.compute_hash();
+    assert!(verify_entries([entry], &[]).ok);
+}

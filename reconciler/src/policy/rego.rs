@@ -3,8 +3,10 @@
 //! All modules share one regorus engine, parsed and analysed once at compile time, so a package
 //! may span files and import helpers from another listed module. Each evaluation runs under
 //! regorus's cooperative execution time limit ([`EVAL_LIMIT`]), so a costly module fails (closed)
-//! instead of stalling the daemon. Memory is not bounded: regorus can only do that with its
-//! mimalloc allocator feature, which we do not take on for modules that are reviewed in git.
+//! instead of stalling the daemon. Memory is bounded per builtin call ([`limits`]): every builtin
+//! whose result can outgrow its arguments is checked before it runs, so no single step can
+//! allocate past a few MiB before the timer is looked at again. A rule over either limit is a
+//! blocking verdict naming it.
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
@@ -18,6 +20,8 @@ use regorus::utils::limits::{ExecutionTimerConfig, LimitError};
 use serde_json::{Value, json};
 
 use super::{ChangeCtx, Located, Verdict, VerdictKind};
+
+mod limits;
 
 /// Wall-clock budget of one rule evaluation for one app.
 pub(crate) const EVAL_LIMIT: Duration = Duration::from_millis(500);
@@ -197,7 +201,7 @@ impl RegoModules {
                 .flat_map(|p| [("deny", &p.deny), ("warn", &p.warn)].map(|(rule, at)| (p, rule, at.is_some())))
                 .filter(|(.., declared)| *declared)
                 .map(|(p, rule, _)| engine.eval_rule(format!("{}.{rule}", p.path)).map(|_| ()))
-                .find(|r| r.as_ref().is_err_and(|e| !is_time_limit(e)))
+                .find(|r| r.as_ref().is_err_and(|e| !over_limit(e)))
                 .unwrap_or(Ok(()));
             match analysed {
                 Ok(()) => {
@@ -247,6 +251,19 @@ impl RegoModules {
                 };
                 match engine.eval_rule(format!("{}.{rule}", p.path)) {
                     Ok(value) => out.extend(messages(&value).into_iter().map(|m| verdict(m, blocking))),
+                    // Over its time or memory limit, a rule blocks whatever kind it is: its answer
+                    // is unknown, and a rule that could silence a denial by being slow would be a
+                    // way around every guardrail.
+                    Err(e) if over_limit(&e) => out.push(verdict(
+                        format!(
+                            "{}.{rule} exceeded its evaluation limit ({} ms, {} MiB per call), so the change is held: {}",
+                            p.path,
+                            EVAL_LIMIT.as_millis(),
+                            limits::MAX_BYTES >> 20,
+                            error_text(&format!("{e:#}"))
+                        ),
+                        true,
+                    )),
                     // A deny that cannot be evaluated fails closed; a warn only says so.
                     Err(e) => out.push(verdict(
                         format!("cannot evaluate {}.{rule}: {}", p.path, error_text(&format!("{e:#}"))),
@@ -257,6 +274,11 @@ impl RegoModules {
         }
         out
     }
+}
+
+/// True when `error` is a time or memory limit, not a mistake in the module.
+fn over_limit(error: &anyhow::Error) -> bool {
+    is_time_limit(error) || limits::is_limit(&format!("{error:#}"))
 }
 
 /// True when `error` is regorus's execution time limit, not a mistake in the module.
@@ -287,6 +309,7 @@ fn load(sources: &[Source]) -> anyhow::Result<(Engine, Packages<'_>)> {
         limit: EVAL_LIMIT,
         check_interval: NonZeroU32::new(16).unwrap_or(NonZeroU32::MIN),
     });
+    limits::install(&mut engine)?;
     let mut packages: Packages<'_> = BTreeMap::new();
     for s in sources {
         engine.set_rego_v0(s.v0);
