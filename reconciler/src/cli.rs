@@ -186,6 +186,9 @@ pub enum ProviderCommand {
         /// Daemon config declaring the instance; without it, the built-in `sim` in a temporary directory.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Test a plugin executable (docs/provider-protocol.md) instead of a configured instance.
+        #[arg(long, value_name = "PATH", conflicts_with_all = ["config", "instance"])]
+        plugin: Option<PathBuf>,
         /// The instance (a key of `providers:`) [default: the only one, or `sim`].
         #[arg(long)]
         instance: Option<String>,
@@ -522,7 +525,7 @@ async fn provider(cmd: ProviderCommand) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        ProviderCommand::Test { config, instance, data_dir, format } => {
+        ProviderCommand::Test { config, plugin, instance, data_dir, format } => {
             let config = match &config {
                 Some(path) => crate::config::load(path)?.0,
                 None => Default::default(),
@@ -535,6 +538,14 @@ async fn provider(cmd: ProviderCommand) -> Result<ExitCode> {
                     temp.path().to_path_buf()
                 }
             };
+            if let Some(path) = plugin {
+                let report = crate::providers::test_plugin(&path, &dir).await;
+                match format {
+                    Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                    Format::Text => print!("{report}"),
+                }
+                return Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+            }
             let specs = crate::providers::specs(&config.providers)?;
             let name = match instance {
                 Some(name) => name,
@@ -556,6 +567,7 @@ async fn provider(cmd: ProviderCommand) -> Result<ExitCode> {
             let env = keelson_provider_api::BuildEnv {
                 data_dir: dir,
                 clock: std::sync::Arc::new(keelson_provider_api::SystemClock),
+                timeout: spec.timeout,
             };
             let built = factory
                 .build(&spec.name, &spec.settings, &env)

@@ -178,11 +178,35 @@ mod tests {
         assert_eq!(found.len(), 1, "{found:#?}");
         assert!(
             found[0].starts_with(
-                "keelson.yaml:5:11: error: /providers/k8s/type: provider `k8s`: unknown provider type \"kubernetes\"; this build has: sim"
+                "keelson.yaml:5:11: error: /providers/k8s/type: provider `k8s`: unknown provider type \"kubernetes\"; this build has: plugin, sim"
             ),
             "{found:#?}"
         );
         assert!(check("keelson.yaml", yaml.as_bytes()).0.is_none());
+    }
+
+    #[test]
+    fn plugin_settings_are_checked_at_load_with_positions() {
+        let yaml = "apiVersion: keelson.dev/v1alpha1\nkind: Config\nproviders:\n  dns:\n    type: plugin\n    \
+                    env:\n      ZONE: 5\n    restart:\n      backoff: soon\n  bare:\n    type: plugin\n";
+        let found = diagnostics(yaml);
+        assert_eq!(found.len(), 4, "{found:#?}");
+        assert!(
+            found[0].contains("/providers/bare") && found[0].contains("missing required field `command`"),
+            "{found:#?}"
+        );
+        assert!(
+            found[1].contains("/providers/dns") && found[1].contains("missing required field `command`"),
+            "{found:#?}"
+        );
+        assert!(found[2].starts_with("keelson.yaml:7:13: error: /providers/dns/env/ZONE"), "{found:#?}");
+        assert!(found[3].starts_with("keelson.yaml:9:16: error: /providers/dns/restart/backoff"), "{found:#?}");
+        let fine = "apiVersion: keelson.dev/v1alpha1\nkind: Config\nproviders:\n  dns:\n    type: plugin\n    \
+                    command: [/usr/local/bin/keelson-dns, --zone, example.com]\n    timeout: 30s\n    \
+                    env: {ZONE: example.com}\n    workingDir: /var/lib/dns\n    restart: {backoff: 1s, maxBackoff: 1m}\n";
+        let (config, found) = check("keelson.yaml", fine.as_bytes());
+        assert!(found.is_empty(), "{found:#?}");
+        assert!(config.is_some());
     }
 
     #[test]

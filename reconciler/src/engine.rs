@@ -557,6 +557,10 @@ impl Engine {
                     if let Err(e) = self.rollout(app, from, snapshot, &verdicts).await {
                         deferred += 1;
                         tracing::error!(app = name, error = format!("{e:#}"), "rollout could not be carried out");
+                    } else if self.backoff.contains_key(&name) {
+                        // Failed transiently (or still recovering from it): the ticks must go on
+                        // until it is retried, even when nothing else in the fleet is moving.
+                        deferred += 1;
                     }
                 }
             }
@@ -617,7 +621,9 @@ impl Engine {
         self.previous.insert(name.clone(), app.app.clone());
         let instance = match self.providers.workloads(&app.app.spec.placement.cluster) {
             Ok(i) => i,
-            Err(message) => return self.fail_before_start(app, from, snapshot, "NoProvider", message).await,
+            Err(message) => {
+                return self.fail_before_start(app, from, snapshot, "NoProvider", message, ErrorClass::Terminal).await;
+            }
         };
         let bound = self.providers.instances.get(&instance)?.clone();
         let ctx = RenderCtx {
@@ -629,7 +635,10 @@ impl Engine {
         };
         let resources = match bound.renderer.render(&app.app, &ctx).await {
             Ok(r) => r,
-            Err(e) => return self.fail_before_start(app, from, snapshot, "RenderFailed", e.to_string()).await,
+            Err(e) => {
+                // A plugin that is down or restarting renders again later; a bad render is quarantined.
+                return self.fail_before_start(app, from, snapshot, "RenderFailed", e.to_string(), e.class()).await;
+            }
         };
         let ids: Vec<ResourceId> = resources.iter().map(|r| r.id.clone()).collect();
         // What the app applied before but no longer renders: deleted after the applies if it prunes.
@@ -823,7 +832,8 @@ impl Engine {
         Ok(())
     }
 
-    /// Records a rollout that could not start (no provider, render error): Failed and quarantined.
+    /// Records a rollout that could not start (no provider, render error): Failed, and
+    /// quarantined unless the error is transient (then retried after a backoff).
     async fn fail_before_start(
         &mut self,
         app: &LoadedApp,
@@ -831,8 +841,17 @@ impl Engine {
         snapshot: &Snapshot,
         reason: &str,
         message: String,
+        class: ErrorClass,
     ) -> Result<()> {
         tracing::error!(app = app.app.metadata.name, reason, message, "rollout cannot start");
+        let message = if class == ErrorClass::Transient {
+            let name = app.app.metadata.name.clone();
+            let next = Backoff::after(self.backoff.get(&name).copied(), Instant::now());
+            self.backoff.insert(name, next);
+            format!("{message}; retrying after a backoff")
+        } else {
+            message
+        };
         self.append(NewEntry {
             app: app.app.metadata.name.clone(),
             desired_commit: snapshot.commit.clone(),
@@ -842,7 +861,7 @@ impl Engine {
             to_state: Phase::Failed.to_string(),
             action: "failed".into(),
             actor: ACTOR.into(),
-            detail: json!({"reason": reason, "message": message}),
+            detail: json!({"reason": reason, "message": message, "class": class}),
         })
         .await?;
         Ok(())

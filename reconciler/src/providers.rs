@@ -12,6 +12,7 @@ use keelson_provider_api::registry::{ClusterBinding, InstanceSpec, PlacementProb
 use keelson_provider_api::{
     BuildEnv, Capability, ClusterBindings, Factories, InstanceName, Instances, Renderer, Role, SystemClock,
 };
+use keelson_provider_plugin::PluginFactory;
 use keelson_provider_sim::{SimConfig, SimFactory};
 use serde::Serialize;
 
@@ -22,6 +23,7 @@ pub const DEFAULT_INSTANCE: &str = "sim";
 pub fn factories(sim_defaults: SimConfig) -> Factories {
     let mut factories = Factories::new();
     factories.register(Arc::new(SimFactory::new(sim_defaults)));
+    factories.register(Arc::new(PluginFactory));
     factories
 }
 
@@ -139,9 +141,9 @@ pub async fn build(
 ) -> Result<Providers> {
     let factories = factories(sim_defaults);
     let specs = specs(providers)?;
-    let env = BuildEnv { data_dir: data_dir.to_path_buf(), clock: Arc::new(SystemClock) };
     let mut instances = Instances::default();
     for spec in &specs {
+        let env = BuildEnv { data_dir: data_dir.to_path_buf(), clock: Arc::new(SystemClock), timeout: spec.timeout };
         let factory = factories
             .get(&spec.provider_type)
             .map_err(|e| anyhow::anyhow!("provider {}: {e}; see the status table in README.md", spec.name))?;
@@ -195,6 +197,20 @@ pub async fn build(
         message,
     };
     Ok(Providers { instances, bindings, status })
+}
+
+/// The conformance suite against the plugin executable at `path` (`keelson provider test
+/// --plugin`), as an instance named after the file, keeping its state under `data_dir`.
+pub async fn test_plugin(path: &Path, data_dir: &Path) -> keelson_provider_api::conformance::Report {
+    let name = path.file_stem().map_or_else(|| "plugin".to_owned(), |s| s.to_string_lossy().into_owned());
+    let command = if path.is_relative() && path.components().count() == 1 && !path.exists() {
+        path.display().to_string()
+    } else {
+        std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()).display().to_string()
+    };
+    let mut config = keelson_provider_plugin::HostConfig::new(name.as_str(), vec![command]);
+    config.data_dir = Some(data_dir.join("plugins").join(&name));
+    keelson_provider_plugin::conformance::run(config, Default::default()).await
 }
 
 /// Renderers of every cluster for `keelson plan` and `keelson validate`: built from the config's

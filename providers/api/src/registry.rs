@@ -25,13 +25,16 @@ use crate::{
 /// An instance's own settings as written under `providers.<name>` (without `type` and `timeout`).
 pub type Settings = serde_json::Map<String, Value>;
 
-/// What building an instance may use: where it may keep state, and its clock.
+/// What building an instance may use: where it may keep state, its clock, and its deadline.
 #[derive(Debug, Clone)]
 pub struct BuildEnv {
     /// The daemon's data directory (a provider's own files go here, e.g. `sim.db`).
     pub data_dir: PathBuf,
     /// The clock providers must use for time they report.
     pub clock: Arc<dyn Clock>,
+    /// The instance's deadline per call (`timeout:`). [`Instances`] enforces it on every call;
+    /// a provider that must also stop the work itself (the plugin host stops a hung process) reads it.
+    pub timeout: Duration,
 }
 
 /// One provider type: its settings, its renderer, and how to build instances.
