@@ -3,7 +3,7 @@
 //!
 //! Two things can go wrong under a running daemon. A write can fail (a full disk, an I/O error):
 //! the guard keeps the failure until the next append succeeds, so readiness can say so. Or the
-//! ledger can be swapped out: the SQLite file (or its WAL) deleted or replaced, or a database whose
+//! ledger can be swapped out: the SQLite file deleted or replaced, or a database whose
 //! chain no longer holds the entry this process appended last (restored from an old backup,
 //! recreated). SQLite keeps writing into an unlinked file without complaint, so the guard watches
 //! the files' identity (device and inode) and the chain's continuity; once it has seen a swap it
@@ -82,7 +82,7 @@ pub(super) enum Continuity {
 }
 
 impl WriteGuard {
-    /// A guard watching these files (a SQLite database and its WAL); missing files are skipped.
+    /// A guard watching these files (a SQLite database); missing files are skipped.
     pub(super) fn watching(paths: &[PathBuf]) -> WriteGuard {
         let files = paths
             .iter()

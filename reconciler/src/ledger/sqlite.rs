@@ -106,12 +106,12 @@ impl SqliteStore {
         Ok(store)
     }
 
-    /// The database file and its WAL, whose identity the write guard watches (none in memory).
+    /// The database file, whose identity the write guard watches (none in memory). Not its WAL:
+    /// SQLite itself deletes the WAL when the last connection closes and makes a new one with the
+    /// next, which happens legitimately (a connection left in a failed transaction is closed and
+    /// replaced), so a new WAL inode does not mean a new ledger.
     pub(super) fn files(&self) -> Vec<std::path::PathBuf> {
-        let Some(path) = &self.path else { return Vec::new() };
-        let mut wal = path.clone().into_os_string();
-        wal.push("-wal");
-        vec![path.clone(), wal.into()]
+        self.path.iter().cloned().collect()
     }
 
     /// Applies the migrations this database lacks, in one transaction that holds the write lock.
