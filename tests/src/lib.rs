@@ -11,25 +11,24 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// The `keelson` binary, built once per test process (`KEELSON_BIN` overrides).
+/// The `keelson` binary the tests run: this crate's `keelson-crashable` (the CLI with crash points
+/// compiled in), which cargo builds next to the test executables; `KEELSON_BIN` overrides it.
 pub fn keelson_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         if let Ok(bin) = std::env::var("KEELSON_BIN") {
             return PathBuf::from(bin);
         }
-        let root = workspace_root();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        // Crash points are compiled in (they do nothing unless KEELSON_CRASH_AT names one), so one
-        // binary serves every end-to-end test.
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "keelson", "--bin", "keelson", "--features", "crash-points"])
-            .current_dir(&root)
-            .status()
-            .expect("running cargo build for the keelson binary");
-        assert!(status.success(), "cargo build -p keelson failed");
-        let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"));
-        target.join("debug/keelson")
+        // Test executables live in target/<profile>/deps; the package's binaries one level up.
+        let exe = std::env::current_exe().expect("the test executable's path");
+        let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+        let bin = dir.join("keelson-crashable");
+        assert!(
+            bin.exists(),
+            "{} is missing: run the tests through cargo (`cargo test -p keelson-e2e`), which builds it",
+            bin.display()
+        );
+        bin
     })
     .clone()
 }
