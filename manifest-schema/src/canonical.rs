@@ -1,4 +1,5 @@
-//! RFC 8785 (JCS) canonical JSON, used for app digests and the audit ledger's hash chain.
+//! RFC 8785 (JCS) canonical JSON, used for app digests and the audit ledger's hash chain: the one
+//! canonical-JSON writer of the workspace, plus a one-pass check that a text already is canonical.
 //!
 //! Keys are sorted by their UTF-16 code units, strings use the minimal JSON escapes, and numbers
 //! are written as ECMAScript would. Only integers that fit an `i64`/`u64` are accepted: Keelson never
@@ -113,22 +114,202 @@ fn write_f64(x: f64, out: &mut String) -> Result<()> {
     Ok(())
 }
 
-fn write_string(s: &str, out: &mut String) {
+/// Appends `s` as an RFC 8785 string: the short escapes, `\u00xx` for other control characters,
+/// everything else as is.
+pub fn write_string(s: &str, out: &mut String) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{08}' => out.push_str("\\b"),
-            '\u{0C}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
+    let mut plain = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        // Only ASCII bytes are split on, so both slices fall on character boundaries.
+        out.push_str(&s[plain..i]);
+        if escape.is_empty() {
+            const DIGITS: &[u8; 16] = b"0123456789abcdef";
+            out.push_str("\\u00");
+            out.push(char::from(DIGITS[usize::from(b >> 4)]));
+            out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+        } else {
+            out.push_str(escape);
+        }
+        plain = i + 1;
+    }
+    out.push_str(&s[plain..]);
+    out.push('"');
+}
+
+/// Whether `text` is exactly what `to_canonical_string` writes for the JSON it holds, decided in
+/// one pass without building a `Value`.
+///
+/// Conservative: it may answer false for canonical text (an escaped key, an integer of 19 or more
+/// digits, deep nesting), and then the caller asks the generic canonicalization; it never answers
+/// true for text the generic path would call non-canonical or not JSON.
+pub fn is_canonical(text: &str) -> bool {
+    let mut check = CanonicalCheck { s: text.as_bytes(), i: 0 };
+    check.value(0) && check.i == text.len()
+}
+
+/// Deeper nesting goes to the generic path (serde_json's own limit is 128).
+const CANONICAL_CHECK_DEPTH: usize = 64;
+
+struct CanonicalCheck<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl<'a> CanonicalCheck<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.s.get(self.i).copied()
+    }
+
+    fn value(&mut self, depth: usize) -> bool {
+        match self.peek() {
+            Some(b'{') => depth < CANONICAL_CHECK_DEPTH && self.object(depth + 1),
+            Some(b'[') => depth < CANONICAL_CHECK_DEPTH && self.array(depth + 1),
+            Some(b'"') => self.string().is_some(),
+            Some(b'-' | b'0'..=b'9') => self.integer(),
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
+            _ => false,
         }
     }
-    out.push('"');
+
+    fn literal(&mut self, word: &[u8]) -> bool {
+        let found = self.s[self.i..].starts_with(word);
+        self.i += word.len();
+        found
+    }
+
+    /// `0` or `-?[1-9][0-9]*` of at most 18 digits (so it fits an `i64`); a fraction or exponent
+    /// after it is left for the caller, which then finds no `,` `]` `}` or end and fails.
+    fn integer(&mut self) -> bool {
+        let negative = self.peek() == Some(b'-');
+        if negative {
+            self.i += 1;
+        }
+        let start = self.i;
+        while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.i += 1;
+        }
+        match &self.s[start..self.i] {
+            [] => false,
+            [b'0'] => !negative,
+            [b'0', ..] => false,
+            digits => digits.len() <= 18,
+        }
+    }
+
+    /// A string with only the escapes RFC 8785 writes; returns its raw (still escaped) content.
+    fn string(&mut self) -> Option<&'a [u8]> {
+        self.i += 1;
+        let start = self.i;
+        loop {
+            match self.peek()? {
+                b'"' => {
+                    let raw = &self.s[start..self.i];
+                    self.i += 1;
+                    return Some(raw);
+                }
+                b'\\' => match self.s.get(self.i + 1)? {
+                    b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't' => self.i += 2,
+                    b'u' => {
+                        let code = match self.s.get(self.i + 2..self.i + 6)? {
+                            [b'0', b'0', high @ (b'0' | b'1'), low @ (b'0'..=b'9' | b'a'..=b'f')] => {
+                                let low = if low.is_ascii_digit() { low - b'0' } else { low - b'a' + 10 };
+                                (high - b'0') * 16 + low
+                            }
+                            _ => return None,
+                        };
+                        // These five have short escapes, which the canonical form uses instead.
+                        if matches!(code, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d) {
+                            return None;
+                        }
+                        self.i += 6;
+                    }
+                    _ => return None,
+                },
+                0..=0x1f => return None,
+                _ => self.i += 1,
+            }
+        }
+    }
+
+    fn array(&mut self, depth: usize) -> bool {
+        self.i += 1;
+        if self.peek() == Some(b']') {
+            self.i += 1;
+            return true;
+        }
+        loop {
+            if !self.value(depth) {
+                return false;
+            }
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b']') => {
+                    self.i += 1;
+                    return true;
+                }
+                _ => return false,
+            }
+        }
+    }
+
+    /// Keys must be unescaped and strictly ascending in UTF-16 order (which also rules out duplicates).
+    fn object(&mut self, depth: usize) -> bool {
+        self.i += 1;
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            return true;
+        }
+        let mut previous: Option<&[u8]> = None;
+        loop {
+            if self.peek() != Some(b'"') {
+                return false;
+            }
+            let Some(key) = self.string() else { return false };
+            if key.contains(&b'\\') || previous.is_some_and(|p| !utf16_less(p, key)) {
+                return false;
+            }
+            previous = Some(key);
+            if self.peek() != Some(b':') {
+                return false;
+            }
+            self.i += 1;
+            if !self.value(depth) {
+                return false;
+            }
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b'}') => {
+                    self.i += 1;
+                    return true;
+                }
+                _ => return false,
+            }
+        }
+    }
+}
+
+/// `a < b` comparing UTF-16 code units (for ASCII, and for most text, plain byte order agrees).
+fn utf16_less(a: &[u8], b: &[u8]) -> bool {
+    if a.is_ascii() && b.is_ascii() {
+        return a < b;
+    }
+    match (std::str::from_utf8(a), std::str::from_utf8(b)) {
+        (Ok(a), Ok(b)) => a.encode_utf16().lt(b.encode_utf16()),
+        _ => false,
+    }
 }
 
 #[cfg(test)]

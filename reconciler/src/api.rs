@@ -9,6 +9,8 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use keelson_core::AppStatus;
+use keelson_core::view::{AppList, EntryList, EntryView, History};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -173,20 +175,17 @@ async fn status(State(s): State<ApiState>) -> Json<serde_json::Value> {
     }))
 }
 
-async fn apps(State(s): State<ApiState>) -> Json<serde_json::Value> {
+async fn apps(State(s): State<ApiState>) -> Json<AppList> {
     let fleet = s.fleet.read().unwrap_or_else(|e| e.into_inner());
-    Json(json!({"apps": fleet.apps.values().collect::<Vec<_>>()}))
+    Json(AppList { apps: fleet.apps.values().cloned().collect() })
 }
 
-async fn app(
-    State(s): State<ApiState>,
-    name: Result<Path<String>, PathRejection>,
-) -> ApiResult<Json<serde_json::Value>> {
+async fn app(State(s): State<ApiState>, name: Result<Path<String>, PathRejection>) -> ApiResult<Json<AppStatus>> {
     let Path(name) = name?;
     let fleet = s.fleet.read().unwrap_or_else(|e| e.into_inner());
     let app =
         fleet.apps.get(&name).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no app named {name:?}")))?;
-    Ok(Json(serde_json::to_value(app).unwrap_or_default()))
+    Ok(Json(app.clone()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -222,7 +221,7 @@ async fn history(
     State(s): State<ApiState>,
     name: Result<Path<String>, PathRejection>,
     params: Result<Query<AuditParams>, QueryRejection>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<History>> {
     let (Path(name), Query(p)) = (name?, params?);
     let q = audit_query(p, Some(name.clone()))?;
     let entries = s.ledger.entries(&q).await?;
@@ -237,17 +236,17 @@ async fn history(
             ));
         }
     }
-    Ok(Json(json!({"app": name, "entries": entries})))
+    Ok(Json(History { app: name, entries: entries.iter().map(EntryView::from).collect() }))
 }
 
 async fn audit(
     State(s): State<ApiState>,
     params: Result<Query<AuditParams>, QueryRejection>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<EntryList>> {
     let Query(p) = params?;
     let q = audit_query(p, None)?;
     let entries = s.ledger.entries(&q).await?;
-    Ok(Json(json!({"entries": entries})))
+    Ok(Json(EntryList { entries: entries.iter().map(EntryView::from).collect() }))
 }
 
 async fn audit_verify(State(s): State<ApiState>) -> ApiResult<Response> {

@@ -472,24 +472,20 @@ fn status(server: &str, format: Format) -> Result<ExitCode> {
         println!("{}", response.body);
         return Ok(ExitCode::SUCCESS);
     }
-    let body: serde_json::Value =
-        serde_json::from_str(&response.body).with_context(|| format!("{url} did not return JSON"))?;
-    let apps = body["apps"].as_array().cloned().unwrap_or_default();
+    let list: keelson_core::view::AppList = serde_json::from_str(&response.body)
+        .with_context(|| format!("{url} did not return the app list this keelson reads"))?;
+    let apps = list.apps;
     println!("{:<24} {:<12} {:<5} {:<8} {:<13} MESSAGE", "APP", "PHASE", "SYNC", "STEP", "COMMIT");
     for a in &apps {
-        let step = match (a["progress"]["step"].as_u64(), a["progress"]["of"].as_u64()) {
-            (Some(s), Some(o)) => format!("{s}/{o}"),
-            _ => "-".into(),
-        };
-        let commit = a["desiredCommit"].as_str().unwrap_or_default();
+        let step = a.progress.as_ref().map_or_else(|| "-".to_owned(), |p| format!("{}/{}", p.step, p.of));
         println!(
             "{:<24} {:<12} {:<5} {:<8} {:<13} {}",
-            a["name"].as_str().unwrap_or_default(),
-            a["phase"].as_str().unwrap_or_default(),
-            if a["inSync"].as_bool() == Some(true) { "yes" } else { "no" },
+            a.name,
+            a.phase,
+            if a.in_sync { "yes" } else { "no" },
             step,
-            crate::engine::short(commit),
-            a["message"].as_str().unwrap_or_default()
+            crate::engine::short(&a.desired_commit),
+            a.message
         );
     }
     if apps.is_empty() {
@@ -644,7 +640,12 @@ async fn audit(cmd: AuditCommand) -> Result<ExitCode> {
             };
             let entries = ledger.entries(&AuditQuery { since_seq, app, limit: Some(limit), since_time }).await?;
             match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&entries)?),
+                Format::Json => {
+                    let list = keelson_core::view::EntryList {
+                        entries: entries.iter().map(keelson_core::view::EntryView::from).collect(),
+                    };
+                    println!("{}", serde_json::to_string_pretty(&list)?)
+                }
                 Format::Text => {
                     println!("{:>6}  {:<27} {:<20} {:<26} {:<10} COMMIT", "SEQ", "AT", "APP", "TRANSITION", "ACTION");
                     for e in &entries {

@@ -119,6 +119,15 @@ pub enum Error {
     Io(#[from] io::Error),
 }
 
+impl From<keelson_core::ledger::LedgerError> for Error {
+    fn from(e: keelson_core::ledger::LedgerError) -> Self {
+        match e {
+            keelson_core::ledger::LedgerError::InvalidEntry { app, reason } => Error::InvalidEntry { app, reason },
+            keelson_core::ledger::LedgerError::InvalidQuery(q) => Error::InvalidQuery(q),
+        }
+    }
+}
+
 impl Error {
     /// [`Error::Open`] for `database`, with every credential masked in both the string and the cause.
     pub(crate) fn open(database: &str, source: sqlx::Error) -> Self {
@@ -265,7 +274,7 @@ impl Ledger {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        let prepared = entries.into_iter().map(chain::prepare).collect::<Result<Vec<_>>>()?;
+        let prepared = entries.into_iter().map(chain::prepare).collect::<Result<Vec<_>, _>>()?;
         self.guard.before_append()?;
         let last = self.guard.last_written();
         let result = match &self.store {

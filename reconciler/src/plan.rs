@@ -4,83 +4,15 @@
 use std::fmt::Write as _;
 
 use anyhow::Result;
+use keelson_core::diff::{FieldChange, ResourceChange, diff_resources, field_diff};
+use keelson_core::event::ChangeKind as ResourceChangeKind;
 use keelson_manifest::{DesiredState, Diagnostic, LoadOutcome, Loader, RepoFile, Severity};
-use keelson_provider_api::{DesiredResource, Observed, RenderCtx, ResourceId, Variant};
+use keelson_provider_api::{DesiredResource, RenderCtx, Variant};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::policy::{ChangeCtx, PolicySet, Verdict, VerdictKind, blocked_by};
 use crate::source::GitRepo;
-
-/// One changed field, by JSON pointer.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct FieldChange {
-    pub pointer: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub old: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub new: Option<Value>,
-}
-
-/// Every leaf that differs between `old` and `new`; objects are compared key by key, arrays and
-/// scalars as a whole (a changed list shows as one change, which is how people read them).
-pub fn field_diff(old: &Value, new: &Value) -> Vec<FieldChange> {
-    let mut out = Vec::new();
-    diff_into(String::new(), Some(old), Some(new), &mut out);
-    out
-}
-
-fn diff_into(pointer: String, old: Option<&Value>, new: Option<&Value>, out: &mut Vec<FieldChange>) {
-    match (old, new) {
-        (Some(Value::Object(a)), Some(Value::Object(b))) => {
-            let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
-            keys.sort();
-            keys.dedup();
-            for k in keys {
-                let p = format!("{pointer}/{}", k.replace('~', "~0").replace('/', "~1"));
-                diff_into(p, a.get(k), b.get(k), out);
-            }
-        }
-        (a, b) if a == b => {}
-        (a, b) => out.push(FieldChange { pointer, old: a.cloned(), new: b.cloned() }),
-    }
-}
-
-/// Per-resource changes of a rollout, for the ledger's `plan` entry: what is created, what
-/// changes (by field), what is deleted, and what could not be observed (with why).
-pub fn resource_changes(
-    desired: &[DesiredResource],
-    observed: &[(ResourceId, keelson_provider_api::Result<Option<Observed>>)],
-    deletes: &[ResourceId],
-) -> Vec<Value> {
-    let mut out: Vec<Value> = desired
-        .iter()
-        .filter_map(|r| match observed.iter().find(|(id, _)| id == &r.id).map(|(_, o)| o) {
-            None | Some(Ok(None)) => Some(json!({"resource": r.id.to_string(), "change": "create"})),
-            Some(Ok(Some(o))) => {
-                let fields: Vec<String> = field_diff(&o.spec, &r.spec).into_iter().map(|c| c.pointer).collect();
-                (!fields.is_empty())
-                    .then(|| json!({"resource": r.id.to_string(), "change": "update", "fields": fields}))
-            }
-            Some(Err(e)) => Some(json!({"resource": r.id.to_string(), "change": "unknown",
-                "message": format!("could not be observed ({}): {e}", e.class())})),
-        })
-        .collect();
-    out.extend(deletes.iter().map(|id| json!({"resource": id.to_string(), "change": "delete"})));
-    out
-}
-
-/// What happens to one rendered resource between two revisions.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ResourceChange {
-    /// `instance:Kind/namespace/name`.
-    pub resource: String,
-    /// `create`, `update` or `delete`.
-    pub change: &'static str,
-    /// The managed fields that change (for a create: every field).
-    pub fields: Vec<FieldChange>,
-}
 
 /// The rendered resources of an app at one revision, or why it cannot be rendered.
 async fn render_at(
@@ -97,30 +29,6 @@ async fn render_at(
         weight: 100,
     };
     renderer.render(&app.app, &ctx).await.map_err(|e| e.to_string())
-}
-
-/// Resource-level diff of two renders (either may be empty).
-fn diff_resources(base: &[DesiredResource], head: &[DesiredResource]) -> Vec<ResourceChange> {
-    let mut out = Vec::new();
-    for r in head {
-        match base.iter().find(|b| b.id == r.id) {
-            None => out.push(ResourceChange {
-                resource: r.id.to_string(),
-                change: "create",
-                fields: field_diff(&Value::Null, &r.spec),
-            }),
-            Some(b) => {
-                let fields = field_diff(&b.spec, &r.spec);
-                if !fields.is_empty() {
-                    out.push(ResourceChange { resource: r.id.to_string(), change: "update", fields });
-                }
-            }
-        }
-    }
-    for b in base.iter().filter(|b| !head.iter().any(|r| r.id == b.id)) {
-        out.push(ResourceChange { resource: b.id.to_string(), change: "delete", fields: Vec::new() });
-    }
-    out
 }
 
 /// How an app differs between two revisions.
@@ -331,11 +239,11 @@ fn symbol(kind: ChangeKind) -> &'static str {
     }
 }
 
-fn resource_symbol(change: &str) -> &'static str {
+fn resource_symbol(change: ResourceChangeKind) -> &'static str {
     match change {
-        "create" => "+",
-        "delete" => "-",
-        _ => "~",
+        ResourceChangeKind::Create => "+",
+        ResourceChangeKind::Delete => "-",
+        ResourceChangeKind::Update | ResourceChangeKind::Unknown => "~",
     }
 }
 
@@ -371,7 +279,7 @@ pub fn render_text(plan: &RevisionPlan) -> String {
         }
         for r in &c.resources {
             let _ = writeln!(out, "    {} {}", resource_symbol(r.change), r.resource);
-            if r.change == "update" {
+            if r.change == ResourceChangeKind::Update {
                 for f in &r.fields {
                     let _ = writeln!(out, "        {}: {} → {}", f.pointer, show(&f.old), show(&f.new));
                 }
@@ -415,7 +323,12 @@ pub fn render_markdown(plan: &RevisionPlan) -> String {
                 Some(_) => ":x: cannot render".to_owned(),
                 None => {
                     let n = |k| c.resources.iter().filter(|r| r.change == k).count();
-                    format!("+{} ~{} -{}", n("create"), n("update"), n("delete"))
+                    format!(
+                        "+{} ~{} -{}",
+                        n(ResourceChangeKind::Create),
+                        n(ResourceChangeKind::Update),
+                        n(ResourceChangeKind::Delete)
+                    )
                 }
             };
             let _ = writeln!(
@@ -465,77 +378,4 @@ pub fn render_markdown(plan: &RevisionPlan) -> String {
         }
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn field_diff_reports_leaves_by_pointer() {
-        let old = json!({"spec": {"replicas": 3, "image": "a", "gone": 1, "list": [1, 2]}});
-        let new = json!({"spec": {"replicas": 5, "image": "a", "new/key": true, "list": [1]}});
-        let pointers: Vec<_> = field_diff(&old, &new).into_iter().map(|c| c.pointer).collect();
-        assert_eq!(pointers, vec!["/spec/gone", "/spec/list", "/spec/new~1key", "/spec/replicas"]);
-    }
-
-    fn desired(name: &str, spec: Value) -> DesiredResource {
-        DesiredResource {
-            id: ResourceId::namespaced("sim", "sim.keelson.dev/v1", "Workload", "web", name),
-            owner: keelson_provider_api::Owner { app: "web".into() },
-            digest: "sha256:d".into(),
-            spec,
-        }
-    }
-
-    #[test]
-    fn resource_changes_say_create_update_delete_and_what_could_not_be_observed() {
-        let a = desired("a", json!({"replicas": 2}));
-        let b = desired("b", json!({"replicas": 2}));
-        let c = desired("c", json!({"replicas": 2}));
-        let gone = ResourceId::namespaced("sim", "sim.keelson.dev/v1", "Route", "web", "a");
-        let observed = vec![
-            (a.id.clone(), Ok(Some(Observed { id: a.id.clone(), digest: None, spec: json!({"replicas": 1}) }))),
-            (b.id.clone(), Ok(None)),
-            (c.id.clone(), Err(keelson_provider_api::Error::unavailable(&"sim".into(), "down"))),
-        ];
-        let changes = resource_changes(&[a, b, c], &observed, &[gone]);
-        let summary: Vec<(&str, &str)> =
-            changes.iter().map(|c| (c["resource"].as_str().unwrap(), c["change"].as_str().unwrap())).collect();
-        assert_eq!(
-            summary,
-            [
-                ("sim:Workload/web/a", "update"),
-                ("sim:Workload/web/b", "create"),
-                ("sim:Workload/web/c", "unknown"),
-                ("sim:Route/web/a", "delete")
-            ]
-        );
-        assert_eq!(changes[0]["fields"], json!(["/replicas"]));
-        assert!(changes[2]["message"].as_str().unwrap().contains("(transient)"), "{}", changes[2]);
-    }
-
-    #[test]
-    fn renders_diff_by_resource_id() {
-        let before = [desired("a", json!({"replicas": 1})), desired("old", json!({}))];
-        let after = [desired("a", json!({"replicas": 3})), desired("new", json!({"image": "x"}))];
-        let changes = diff_resources(&before, &after);
-        let summary: Vec<(&str, &str, usize)> =
-            changes.iter().map(|c| (c.resource.as_str(), c.change, c.fields.len())).collect();
-        assert_eq!(
-            summary,
-            [
-                ("sim:Workload/web/a", "update", 1),
-                ("sim:Workload/web/new", "create", 1),
-                ("sim:Workload/web/old", "delete", 0)
-            ]
-        );
-        assert!(diff_resources(&after, &after).is_empty());
-    }
-
-    #[test]
-    fn identical_values_have_no_diff() {
-        let v = json!({"a": {"b": [1, {"c": null}]}});
-        assert!(field_diff(&v, &v).is_empty());
-    }
 }

@@ -38,23 +38,14 @@ fn crash_and_recover(point: &str) -> Vec<Value> {
     // Every intent has exactly one outcome.
     for intent in entries.iter().filter(|e| e["action"] == "intent") {
         let seq = intent["seq"].as_i64().unwrap();
-        let outcomes = entries
-            .iter()
-            .filter(|e| {
-                let detail: Value = serde_json::from_str(e["detail"].as_str().unwrap()).unwrap();
-                detail["intentSeq"].as_i64() == Some(seq)
-            })
-            .count();
+        let outcomes = entries.iter().filter(|e| e["detail"]["intentSeq"].as_i64() == Some(seq)).count();
         assert_eq!(outcomes, 1, "{point}: intent {seq} has one outcome");
     }
     entries
 }
 
 fn recovered(entries: &[Value]) -> usize {
-    entries
-        .iter()
-        .filter(|e| serde_json::from_str::<Value>(e["detail"].as_str().unwrap()).unwrap()["recovered"] == true)
-        .count()
+    entries.iter().filter(|e| e["detail"]["recovered"] == true).count()
 }
 
 #[test]
@@ -67,11 +58,8 @@ fn crash_after_intent_is_settled_by_acting_once() {
 fn crash_after_provider_call_is_settled_without_acting_twice() {
     let entries = crash_and_recover("after-provider-call");
     assert_eq!(recovered(&entries), 1);
-    let settled = entries
-        .iter()
-        .find(|e| serde_json::from_str::<Value>(e["detail"].as_str().unwrap()).unwrap()["recovered"] == true)
-        .unwrap();
-    let detail: Value = serde_json::from_str(settled["detail"].as_str().unwrap()).unwrap();
+    let settled = entries.iter().find(|e| e["detail"]["recovered"] == true).unwrap();
+    let detail = &settled["detail"];
     let outcomes = detail["outcomes"].as_object().unwrap();
     assert!(outcomes.values().all(|o| o == "replayed"), "the provider had acted; it is not asked again: {detail}");
 }

@@ -40,7 +40,7 @@ fn second_instance_is_refused_sigterm_drains_and_restart_resumes() {
     d.wait_for("order-worker pruned", Duration::from_secs(30), |d| d.app("order-worker").is_none().then_some(()));
     let history = d.json("/api/v1/apps/order-worker/history");
     let last = history["entries"].as_array().unwrap().last().unwrap().clone();
-    assert_eq!(last["toState"].as_str().or(last["to_state"].as_str()), Some("Deleted"), "{last}");
+    assert_eq!(last["to"], "Deleted", "{last}");
     assert_eq!(d.terminate(), 0);
 }
 

@@ -15,7 +15,7 @@ fn commit(repo: &std::path::Path, message: &str) {
 
 fn deleted(d: &Daemon, app: &str) -> bool {
     let history = d.json(&format!("/api/v1/apps/{app}/history?limit=10000"));
-    history["entries"].as_array().unwrap().iter().any(|e| e["toState"] == "Deleted")
+    history["entries"].as_array().unwrap().iter().any(|e| e["to"] == "Deleted")
 }
 
 #[test]

@@ -60,7 +60,7 @@ fn history(d: &Daemon, app: &str) -> Vec<(String, Value)> {
         .unwrap()
         .iter()
         .map(|e| {
-            let detail = serde_json::from_str(e["detail"].as_str().unwrap_or("{}")).unwrap_or_default();
+            let detail = e["detail"].clone();
             (e["action"].as_str().unwrap_or_default().to_owned(), detail)
         })
         .collect()

@@ -63,6 +63,6 @@ fn denied_change_is_blocked_then_fixed_and_freeze_needs_an_override() {
     let history = d.json("/api/v1/apps/order-worker/history?limit=1000");
     let plan_entry =
         history["entries"].as_array().unwrap().iter().rev().find(|e| e["action"] == "plan").unwrap().clone();
-    assert!(plan_entry["detail"].as_str().unwrap().contains("incident 42 hotfix"), "{plan_entry}");
+    assert!(plan_entry["detail"].to_string().contains("incident 42 hotfix"), "{plan_entry}");
     assert_eq!(d.terminate(), 0);
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use keelson_manifest::App;
 use keelson_manifest::app::StrategyType;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::deadline::WithDeadline;
@@ -184,7 +184,7 @@ impl Instances {
 }
 
 /// A job a cluster gives to one provider instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Role {
     /// Runs the app's workloads.
@@ -279,7 +279,7 @@ pub struct ClusterBindings {
 }
 
 /// Something about an app's placement that the bindings cannot serve.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PlacementProblem {
     /// The app.

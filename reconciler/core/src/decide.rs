@@ -1,9 +1,11 @@
 //! The reconcile decision: a plain function of (desired app, current status, dependencies) → what to do.
 //! No I/O here; the engine carries the decision out.
 
-use keelson_manifest::LoadedApp;
+use keelson_manifest::{DesiredState, LoadedApp};
 
-use super::state::{AppStatus, Phase};
+use crate::fleet::{AppStatus, Apps};
+use crate::phase::Phase;
+use crate::verdict::Block;
 
 /// What the engine should do for one app now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,7 +13,12 @@ pub enum Decision {
     /// The app is where git wants it (or is quarantined); nothing to do.
     Nothing,
     /// A rollout is needed but must wait (e.g. for a dependency); the message says why.
-    Wait { reason: &'static str, message: String },
+    Wait {
+        /// Machine-readable cause (`DependencyNotReady`).
+        reason: &'static str,
+        /// For people.
+        message: String,
+    },
     /// `spec.suspend` is set: record `Suspended`, then leave the app alone.
     Suspend,
     /// Start a new rollout of the desired digest.
@@ -50,6 +57,37 @@ fn start_or_wait(deps: Result<(), String>) -> Decision {
         Ok(()) => Decision::StartRollout,
         Err(message) => Decision::Wait { reason: "DependencyNotReady", message },
     }
+}
+
+/// Whether every app `app` depends on is Healthy at the digest git wants; `Err` names the first
+/// one that is not, and why (not in the repository, held as invalid, not yet healthy).
+pub fn dependencies_ready(app: &LoadedApp, desired: &DesiredState, apps: &Apps) -> Result<(), String> {
+    for dep in &app.app.spec.depends_on {
+        let Some(want) = desired.apps.get(dep) else {
+            if desired.invalid_apps.contains(dep) {
+                let why = desired.held.get(dep).map_or(String::new(), |w| format!(": {w}"));
+                return Err(format!("waiting for {dep}: its manifest is invalid, so it is held{why}"));
+            }
+            return Err(format!("waiting for {dep}: it is not in the repository"));
+        };
+        match apps.get(dep) {
+            Some(s) if s.phase == Phase::Healthy && s.desired_digest == want.digest => {}
+            Some(s) => return Err(format!("waiting for {dep} to become Healthy (it is {})", s.phase)),
+            None => return Err(format!("waiting for {dep} to start")),
+        }
+    }
+    Ok(())
+}
+
+/// True when `status` says policy already blocked this digest of `app` at `commit`: evaluating it
+/// again cannot change the verdict until a new commit (or a retry trailer).
+pub fn policy_blocked_at(status: Option<&AppStatus>, app: &LoadedApp, commit: &str) -> bool {
+    status.is_some_and(|s| {
+        s.phase == Phase::Blocked
+            && s.reason == Block::Policy.reason()
+            && s.desired_digest == app.digest
+            && s.desired_commit == commit
+    })
 }
 
 #[cfg(test)]

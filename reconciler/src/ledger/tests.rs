@@ -11,8 +11,9 @@ use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, Connection};
 use time::OffsetDateTime;
 
-use super::chain::{Head, chain_onto, is_canonical_json, prepare};
+use super::chain::{ChainHead, Head, chain_onto, prepare};
 use super::*;
+use keelson_manifest::canonical::is_canonical as is_canonical_json;
 
 /// Every test body is bounded so a deadlock fails instead of hanging CI.
 const BOUND: Duration = Duration::from_secs(180);
@@ -303,7 +304,7 @@ async fn appends_make_a_contiguous_chain(db: TestDb) {
     let report = ledger.verify(&anchors_for(&stored)).await.unwrap();
     assert!(report.ok, "{report}");
     assert_eq!((report.entries, report.anchors_checked), (4, 4));
-    assert_eq!(report.head, Some((4, batch[2].hash.clone())));
+    assert_eq!(report.head, Some(ChainHead { seq: 4, hash: batch[2].hash.clone() }));
 
     // A second pool on the same database continues the same chain.
     let again = db.open().await;
@@ -384,7 +385,7 @@ async fn tamper_edited_row(db: TestDb) {
     let report = ledger.verify(&anchors_for(&entries)).await.unwrap();
     assert_eq!(bad_seq(&report), Some(3), "{report}");
     assert!(report.first_bad.as_ref().unwrap().reason.contains("edited"), "{report}");
-    assert_eq!((report.entries, report.head), (2, Some((2, entries[1].hash.clone()))));
+    assert_eq!((report.entries, report.head), (2, Some(ChainHead { seq: 2, hash: entries[1].hash.clone() })));
 }
 
 async fn tamper_edited_row_with_recomputed_hash(db: TestDb) {
@@ -815,7 +816,7 @@ fn verify_report_reads_well_and_serializes_camel_case() {
     let json = serde_json::to_value(&ok).unwrap();
     assert_eq!(json["anchorsChecked"], 3);
     assert_eq!(json["firstBad"], Value::Null);
-    assert_eq!(json["head"][0], 3);
+    assert_eq!(json["head"]["seq"], 3, "the head is an object, not a positional pair: {json}");
 
     entries[1].actor = "mallory".into();
     let bad = verify_entries(entries, &[]);

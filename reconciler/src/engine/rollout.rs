@@ -1,0 +1,206 @@
+//! A rollout (direct strategy: one step applying every resource): render through the cluster's
+//! workloads instance, observe, record the plan and the intent, apply, delete what the app no
+//! longer renders, record the outcome.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use keelson_core::event::{FailReason, Failed, Intent, IntentOp, Outcomes, Plan};
+use keelson_core::ledger::{RolloutRef, Transition};
+use keelson_core::{Event, Phase};
+use keelson_manifest::app::StrategyType;
+use keelson_manifest::{CommitId, Digest, LoadedApp};
+use keelson_provider_api::{ErrorClass, RenderCtx, ResourceId, Variant};
+
+use super::backoff::Backoff;
+use super::{Engine, app_prunes, error_class, key, recorded, short};
+use crate::crash::{crash_point, point};
+use crate::policy::Verdict;
+use crate::source::Snapshot;
+
+impl Engine {
+    /// Starts a rollout of `app`.
+    pub(super) async fn rollout(
+        &mut self,
+        app: &LoadedApp,
+        from: Phase,
+        snapshot: &Snapshot,
+        verdicts: &[Verdict],
+    ) -> Result<()> {
+        let name = app.app.metadata.name.clone();
+        self.previous.insert(name.clone(), app.app.clone());
+        let instance = match self.providers.workloads(&app.app.spec.placement.cluster) {
+            Ok(i) => i,
+            Err(message) => {
+                return self
+                    .fail_before_start(app, from, snapshot, FailReason::NoProvider, message, ErrorClass::Terminal)
+                    .await;
+            }
+        };
+        let bound = self.providers.instances.get(&instance)?.clone();
+        let ctx = RenderCtx {
+            instance: instance.clone(),
+            revision: CommitId::new(snapshot.commit.clone()),
+            digest: Digest::new(app.digest.clone()),
+            variant: Variant::Stable,
+            weight: 100,
+        };
+        let resources = match bound.renderer.render(&app.app, &ctx).await {
+            Ok(r) => r,
+            Err(e) => {
+                // A plugin that is down or restarting renders again later; a bad render is quarantined.
+                let class = e.class();
+                return self
+                    .fail_before_start(app, from, snapshot, FailReason::RenderFailed, e.to_string(), class)
+                    .await;
+            }
+        };
+        let ids: Vec<ResourceId> = resources.iter().map(|r| r.id.clone()).collect();
+        // What the app applied before but no longer renders: deleted after the applies if it prunes.
+        let stale: Vec<ResourceId> = if app_prunes(app) {
+            let inventory = self.status_of(&name).map(|s| s.inventory).unwrap_or_default();
+            inventory.into_iter().filter(|id| !ids.contains(id)).collect()
+        } else {
+            Vec::new()
+        };
+        let observed = bound.provider.observe(&ids).await;
+        let transition = |rollout, from, to| Transition {
+            app: &name,
+            desired_commit: &snapshot.commit,
+            desired_digest: &app.digest,
+            rollout: Some(rollout),
+            from,
+            to,
+        };
+        let plan = Plan {
+            instance: instance.to_string(),
+            op: keelson_core::event::Op::Apply,
+            strategy: Some(StrategyType::Direct),
+            steps: Some(1),
+            changes: keelson_core::diff::resource_changes(&resources, &observed, &stale),
+            verdicts: verdicts.to_vec(),
+            message: format!("rolling out {} from {}", short(&app.digest), short(&snapshot.commit)),
+        };
+        let planned = self.record(transition(RolloutRef::StartsHere, from, Phase::Planned), Event::Plan(plan)).await?;
+        let rollout = planned.seq;
+        let (step, of) = (1u32, 1u32);
+        let intent = Intent {
+            key: format!("{name}/{rollout}/{step}"),
+            instance: instance.to_string(),
+            step,
+            of,
+            op: IntentOp::Apply { resources: resources.clone(), prune: stale.clone() },
+        };
+        let intended = self
+            .record(transition(RolloutRef::Seq(rollout), Phase::Planned, Phase::Progressing), Event::Intent(intent))
+            .await?;
+        crash_point(point::AFTER_INTENT);
+        self.started.insert(name.clone(), Instant::now());
+        let mut outcomes = Vec::new();
+        let mut failure: Option<(String, ErrorClass)> = None;
+        for r in &resources {
+            match bound.provider.apply(r, &key(&name, rollout, step, &r.id.to_string())).await {
+                Ok(o) => {
+                    self.metrics.provider_call("apply", o.label());
+                    outcomes.push((r.id.to_string(), o));
+                }
+                Err(e) => {
+                    self.metrics.provider_call("apply", e.kind_label());
+                    failure = Some((format!("{}: {e}", r.id), e.class()));
+                    break;
+                }
+            }
+        }
+        if failure.is_none() {
+            for id in &stale {
+                match self.delete_resource(id, &key(&name, rollout, step, &id.to_string())).await {
+                    Ok(o) => outcomes.push((id.to_string(), o)),
+                    Err(e) => {
+                        failure = Some((format!("{id}: {e:#}"), error_class(&e)));
+                        break;
+                    }
+                }
+            }
+        }
+        crash_point(point::AFTER_PROVIDER_CALL);
+        let done = transition(RolloutRef::Seq(rollout), Phase::Progressing, Phase::Progressing);
+        let (to, event) = match failure {
+            None => {
+                let outcomes = Outcomes {
+                    intent_seq: intended.seq,
+                    instance: instance.to_string(),
+                    step: Some(step),
+                    of: Some(of),
+                    outcomes: recorded(outcomes),
+                    recovered: false,
+                };
+                (Phase::Progressing, Event::Applied(outcomes))
+            }
+            Some((message, class)) => {
+                let message = self.with_retry_advice(&name, message, class);
+                let failed = Failed {
+                    reason: FailReason::ApplyFailed,
+                    message,
+                    intent_seq: Some(intended.seq),
+                    instance: Some(instance.to_string()),
+                    class: Some(class),
+                    outcomes: recorded(outcomes),
+                    recovered: false,
+                };
+                (Phase::Failed, Event::Failed(failed))
+            }
+        };
+        self.record(Transition { to, ..done }, event).await?;
+        Ok(())
+    }
+
+    /// Records a rollout that could not start (no provider, render error): Failed, and
+    /// quarantined unless the error is transient (then retried after a backoff).
+    async fn fail_before_start(
+        &mut self,
+        app: &LoadedApp,
+        from: Phase,
+        snapshot: &Snapshot,
+        reason: FailReason,
+        message: String,
+        class: ErrorClass,
+    ) -> Result<()> {
+        tracing::error!(app = app.app.metadata.name, reason = reason.as_str(), message, "rollout cannot start");
+        let message = self.with_retry_advice(&app.app.metadata.name, message, class);
+        let transition = Transition {
+            app: &app.app.metadata.name,
+            desired_commit: &snapshot.commit,
+            desired_digest: &app.digest,
+            rollout: None,
+            from,
+            to: Phase::Failed,
+        };
+        let failed = Failed {
+            reason,
+            message,
+            intent_seq: None,
+            instance: None,
+            class: Some(class),
+            outcomes: Default::default(),
+            recovered: false,
+        };
+        self.record(transition, Event::Failed(failed)).await?;
+        Ok(())
+    }
+
+    /// The failure message with what happens next; a transient failure starts (or extends) the
+    /// app's backoff.
+    fn with_retry_advice(&mut self, app: &str, message: String, class: ErrorClass) -> String {
+        match class {
+            ErrorClass::Transient => {
+                let next = Backoff::after(self.backoff.get(app).copied(), Instant::now());
+                self.backoff.insert(app.to_owned(), next);
+                format!("{message}; retrying after a backoff")
+            }
+            ErrorClass::Conflict => format!(
+                "{message}; another writer owns these fields: resolve it, then push a new commit or `Keelson-Retry: {app}`"
+            ),
+            ErrorClass::Terminal => message,
+        }
+    }
+}
