@@ -164,6 +164,7 @@ pub async fn run(opts: DaemonOptions, on_listening: impl FnOnce(SocketAddr, &Pat
         fleet,
         metrics.clone(),
         wake,
+        Arc::new(keelson_provider_api::SystemClock),
     );
     let signalled = shutdown_tx.clone();
     tokio::spawn(async move {

@@ -17,17 +17,19 @@ mod recover;
 mod rollout;
 mod source_retry;
 pub mod state;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use keelson_core::event::Recorded;
 use keelson_core::ledger::Transition;
 use keelson_core::{Event, Phase};
 use keelson_manifest::{DesiredState, LoadedApp, Loader};
-use keelson_provider_api::{ErrorClass, IdempotencyKey, Outcome, ResourceId};
+use keelson_provider_api::{Clock, ErrorClass, IdempotencyKey, Outcome, ResourceId};
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::crash::{crash_point, point};
@@ -75,7 +77,9 @@ pub struct Engine {
     /// Apps a `Keelson-Retry` trailer asked to retry, not yet retried.
     retry: BTreeSet<String>,
     /// When each in-flight rollout started (for the progress deadline).
-    started: HashMap<String, Instant>,
+    started: HashMap<String, time::OffsetDateTime>,
+    /// The time rollout deadlines and backoffs are measured in (a manual clock in tests).
+    clock: Arc<dyn Clock>,
     /// Policies of the current commit, compiled once per commit.
     policies: Arc<PolicySet>,
     /// Errors in policy documents of the current commit: every rollout is held (fail closed).
@@ -103,8 +107,10 @@ impl Engine {
         fleet: Arc<RwLock<Fleet>>,
         metrics: Arc<Metrics>,
         recorder: Arc<Notify>,
+        clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
+            clock,
             repo,
             ledger,
             providers,
@@ -239,6 +245,11 @@ impl Engine {
         let outcome = bound.provider.delete(id, key).await;
         self.metrics.provider_call("delete", outcome.as_ref().map_or_else(|e| e.kind_label(), |o| o.label()));
         Ok(outcome?)
+    }
+
+    /// Now, by the engine's clock.
+    fn now(&self) -> time::OffsetDateTime {
+        self.clock.now()
     }
 
     /// The app's status as the fleet has it now.

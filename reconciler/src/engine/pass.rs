@@ -80,7 +80,8 @@ impl Engine {
                     // its time limit per rule, every tick) would starve the rest of the fleet.
                 }
                 Decision::StartRollout => {
-                    let backing_off = self.backoff.get(&name).is_some_and(|b| !b.remaining(Instant::now()).is_zero());
+                    let now = self.now();
+                    let backing_off = self.backoff.get(&name).is_some_and(|b| !b.remaining(now).is_zero());
                     if backing_off && from == Phase::Failed {
                         // A transient failure: tried again once its backoff has passed.
                         deferred += 1;

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use std::time::Duration;
+
 use anyhow::Result;
 use keelson_core::event::{FailReason, Failed, Healthy};
 use keelson_core::fleet::{Progress, ResourceStatus};
@@ -84,7 +86,11 @@ impl Engine {
             self.backoff.remove(&status.name);
             let event = Event::Healthy(Healthy { observed_digest, resources: ids.len() });
             self.record(transition(Phase::Healthy), event).await?;
-        } else if self.started.get(&status.name).is_some_and(|t| t.elapsed() > self.settings.progress_deadline) {
+        } else if self
+            .started
+            .get(&status.name)
+            .is_some_and(|t| Duration::try_from(self.now() - *t).is_ok_and(|d| d > self.settings.progress_deadline))
+        {
             self.started.remove(&status.name);
             let event = Event::Failed(Failed {
                 reason: FailReason::ProgressDeadlineExceeded,

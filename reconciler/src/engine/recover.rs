@@ -1,8 +1,6 @@
 //! Start-up: the fleet folded from the whole ledger, and intents a crash left without an outcome
 //! settled by observing the providers (only what is not yet as the intent wanted is redone).
 
-use std::time::Instant;
-
 use anyhow::{Context, Result};
 use keelson_core::event::{FailReason, Failed, Intent, IntentOp, Outcomes};
 use keelson_core::ledger::{RolloutRef, Transition};
@@ -26,7 +24,7 @@ impl Engine {
         if after > 0 {
             self.metrics.ledger_head.set(after);
         }
-        let now = Instant::now();
+        let now = self.now();
         for status in apps.values() {
             if status.phase == Phase::Progressing {
                 self.started.insert(status.name.clone(), now);
@@ -89,7 +87,7 @@ impl Engine {
             ),
         };
         if to == Phase::Progressing {
-            self.started.insert(app.clone(), Instant::now());
+            self.started.insert(app.clone(), self.now());
         }
         self.record(transition(to), event).await?;
         Ok(())

@@ -2,8 +2,6 @@
 //! workloads instance, observe, record the plan and the intent, apply, delete what the app no
 //! longer renders, record the outcome.
 
-use std::time::Instant;
-
 use anyhow::Result;
 use keelson_core::event::{FailReason, Failed, Intent, IntentOp, Outcomes, Plan};
 use keelson_core::ledger::{RolloutRef, Transition};
@@ -95,7 +93,7 @@ impl Engine {
             .record(transition(RolloutRef::Seq(rollout), Phase::Planned, Phase::Progressing), Event::Intent(intent))
             .await?;
         crash_point(point::AFTER_INTENT);
-        self.started.insert(name.clone(), Instant::now());
+        self.started.insert(name.clone(), self.now());
         let mut outcomes = Vec::new();
         let mut failure: Option<(String, ErrorClass)> = None;
         for r in &resources {
@@ -193,7 +191,7 @@ impl Engine {
     fn with_retry_advice(&mut self, app: &str, message: String, class: ErrorClass) -> String {
         match class {
             ErrorClass::Transient => {
-                let next = Backoff::after(self.backoff.get(app).copied(), Instant::now());
+                let next = Backoff::after(self.backoff.get(app).copied(), self.now());
                 self.backoff.insert(app.to_owned(), next);
                 format!("{message}; retrying after a backoff")
             }
