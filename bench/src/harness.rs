@@ -58,7 +58,7 @@ fn figures() -> Vec<Figure> {
             "idle daemon, no new commit",
             "% of a core",
             Better::Lower,
-            "With every app Healthy, the outbox drained and no new commit, daemon CPU time (all threads, `/proc/<pid>/task/*/schedstat`) over a 3 s window, as a share of one core (idle engine ticks skip the reconcile pass, so this is the whole cost of waiting for a commit).",
+            "With every app Healthy, the outbox drained and no new commit, daemon CPU time (all threads, `/proc/<pid>/task/*/schedstat`) over a 3 s window, as a share of one core (the engine has no tick: an idle daemon waits on the filesystem watch, the ref poll and the ledger reflector, so this is the whole cost of waiting for a commit).",
         ),
         Figure::new(
             "one_app_commit",
@@ -72,7 +72,7 @@ fn figures() -> Vec<Figure> {
             "one-app commit → Healthy",
             "ms",
             Better::Lower,
-            "As above, until the app is Healthy on the new commit (includes up to one engine tick, 200 ms).",
+            "As above, until the app is Healthy on the new commit (health is checked at once after the apply, then after 200 ms growing by half).",
         ),
         Figure::new(
             "validation",

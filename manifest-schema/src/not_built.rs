@@ -165,15 +165,6 @@ pub const NOT_BUILT: &[NotBuilt] = &[
     },
     NotBuilt {
         kind: Kind::Config,
-        pointer: "/concurrency",
-        when: When::Present,
-        severity: Severity::Warning,
-        what: "parallel reconciles",
-        instead: "apps are reconciled one at a time; the number is ignored",
-        built_by: "issue 13 (engine v2: work queue)",
-    },
-    NotBuilt {
-        kind: Kind::Config,
         pointer: "/clusters/*/capacity",
         when: When::Present,
         severity: Severity::Warning,

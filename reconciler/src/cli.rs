@@ -119,10 +119,9 @@ pub struct Tuning {
     /// A rollout not healthy after this long fails.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub progress_deadline: Duration,
-    /// Longest one reconcile pass keeps starting rollouts before it lets health checks (and
-    /// shutdown) run; the rest start on the next tick. Matters for cold starts of large fleets.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
-    pub pass_budget: Duration,
+    /// Apps reconciled at once (each app by one worker at a time); `concurrency:` in config.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub concurrency: Option<u32>,
     #[command(flatten)]
     pub safeguards: crate::daemon::safeguards::Safeguards,
 }
@@ -381,7 +380,7 @@ async fn up(args: UpArgs) -> Result<ExitCode> {
         poll_interval: args.tuning.poll_interval,
         sim_rollout_time: args.tuning.sim_rollout_time,
         progress_deadline: args.tuning.progress_deadline,
-        pass_budget: args.tuning.pass_budget,
+        concurrency: args.tuning.concurrency.map_or(crate::daemon::DEFAULT_CONCURRENCY, |n| n as usize),
         providers: Default::default(),
         clusters: Default::default(),
         not_built: Vec::new(),

@@ -139,7 +139,11 @@ pub fn daemon_options(args: DaemonArgs, config: Option<Config>) -> Result<Daemon
         poll_interval,
         sim_rollout_time: args.tuning.sim_rollout_time,
         progress_deadline: args.tuning.progress_deadline,
-        pass_budget: args.tuning.pass_budget,
+        concurrency: args
+            .tuning
+            .concurrency
+            .or(config.concurrency)
+            .map_or(crate::daemon::DEFAULT_CONCURRENCY, |n| n.clamp(1, 1024) as usize),
         providers: config.providers.clone(),
         clusters: config.clusters.clone(),
         not_built,

@@ -26,6 +26,12 @@ use crate::metrics::Metrics;
 use crate::record::{StatusBranch, drain_outbox, final_drain, run_recorder};
 use crate::source::{GitRepo, watch_ref};
 
+/// Apps reconciled at once unless `--concurrency` or `concurrency:` says otherwise.
+pub const DEFAULT_CONCURRENCY: usize = 16;
+/// How often the engine looks for ledger entries another writer appended (a second daemon on
+/// the same PostgreSQL ledger).
+const REFLECT_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Everything `keelson daemon` (and `keelson up`) needs to run.
 #[derive(Debug, Clone)]
 pub struct DaemonOptions {
@@ -45,8 +51,8 @@ pub struct DaemonOptions {
     /// How long a simulated workload takes to converge.
     pub sim_rollout_time: Duration,
     pub progress_deadline: Duration,
-    /// Longest a reconcile pass keeps starting rollouts before yielding to health checks.
-    pub pass_budget: Duration,
+    /// Apps reconciled at once.
+    pub concurrency: usize,
     /// Named provider instances (`providers:` in config); empty means one `sim` instance for every cluster.
     pub providers: BTreeMap<String, ProviderConfig>,
     /// Cluster name → provider instance per role (`clusters:` in config).
@@ -112,6 +118,7 @@ pub async fn run(opts: DaemonOptions, on_listening: impl FnOnce(SocketAddr, &Pat
             ..SourceStatus::default()
         },
         providers: providers.status.clone(),
+        head: 0,
     }));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -158,8 +165,8 @@ pub async fn run(opts: DaemonOptions, on_listening: impl FnOnce(SocketAddr, &Pat
             branch: opts.branch.clone(),
             path: opts.path.clone(),
             progress_deadline: opts.progress_deadline,
-            tick: Duration::from_millis(200),
-            pass_budget: opts.pass_budget,
+            concurrency: opts.concurrency,
+            reflect_interval: REFLECT_INTERVAL,
         },
         fleet,
         metrics.clone(),

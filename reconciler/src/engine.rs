@@ -1,47 +1,55 @@
-//! The engine: turns snapshots of git into rollouts. One task owns all decisions; every transition
-//! is a typed event appended to the ledger (intent before any provider call, outcome after) and
-//! folded into the fleet the API reads.
+//! The engine, in the shape of kube-runtime's controller: a work queue keyed by app, a pool of
+//! workers each running `reconcile(app) -> Action` (at most one per app at a time), one ledger
+//! writer that group-commits the events of concurrent reconciles, and a reflector that folds every
+//! writer's entries into the one fleet view the engine, the API and the recorder read.
 //!
-//! One app's digest goes through each stage once: [`load`] reads the commit into a desired state,
-//! [`pass`] decides per app (`keelson_core::decide`), [`admit`] asks policy, [`rollout`] plans,
-//! records the intent and calls the provider, [`progress`] watches health, [`prune`] deletes what
-//! left git, and [`recover`] settles what a crash interrupted.
+//! One app's digest goes through each stage once: [`load`] reads a commit into a desired state and
+//! enqueues the apps it changed (plus their dependents), [`reconcile`] decides per app
+//! (`keelson_core::decide`), [`admit`] asks policy, [`rollout`] plans, records the intent and calls
+//! the provider, [`progress`] watches health, [`prune`] deletes what left git, [`recover`] settles
+//! what a crash interrupted. Nothing here ticks: every app asks to be looked at again through the
+//! [`Action`] its reconcile returns.
 
 mod admit;
 mod backoff;
 mod load;
-mod pass;
 mod progress;
 mod prune;
+pub mod queue;
+mod reconcile;
 mod recover;
+mod reflector;
 mod rollout;
 mod source_retry;
 pub mod state;
 #[cfg(test)]
 mod tests;
+mod writer;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use keelson_core::Event;
 use keelson_core::event::Recorded;
 use keelson_core::ledger::Transition;
-use keelson_core::{Event, Phase};
-use keelson_manifest::{DesiredState, LoadedApp, Loader};
+use keelson_manifest::{App, DesiredState, LoadedApp, Loader};
 use keelson_provider_api::{Clock, ErrorClass, IdempotencyKey, Outcome, ResourceId};
 use tokio::sync::{Notify, mpsc, watch};
 
-use crate::crash::{crash_point, point};
 use crate::ledger::{Ledger, LedgerEntry};
 use crate::metrics::Metrics;
-use crate::policy::PolicySet;
+use crate::policy::{PolicySet, Verdict};
 use crate::providers::Providers;
-use crate::source::{GitRepo, Snapshot};
+use crate::source::GitRepo;
 use backoff::Backoff;
+use queue::{AllShards, WorkQueue};
 use state::Fleet;
+use writer::{Journal, Pending, Writer};
 
 pub use keelson_core::short;
+pub use queue::Action;
 
 /// Who the ledger names as the actor of the daemon's own transitions.
 pub const ACTOR: &str = "keelson";
@@ -55,45 +63,80 @@ pub struct EngineSettings {
     pub path: String,
     /// How long a rollout may stay Progressing before it fails.
     pub progress_deadline: Duration,
-    /// How often in-flight rollouts are checked.
-    pub tick: Duration,
-    /// Longest one pass keeps starting rollouts (after its first) before it leaves the rest to
-    /// the next tick, so that health checks, new commits and shutdown are not starved.
-    pub pass_budget: Duration,
+    /// Reconciles running at once (`concurrency:` in config).
+    pub concurrency: usize,
+    /// How often the reflector looks for entries other writers appended.
+    pub reflect_interval: Duration,
 }
 
-/// The reconcile engine.
-pub struct Engine {
+/// A commit as the engine acts on it: the desired state and the policies of that commit.
+#[derive(Default)]
+pub struct Desired {
+    /// The commit.
+    pub commit: Option<String>,
+    /// What git wants.
+    pub state: DesiredState,
+    /// Its policies, compiled once.
+    pub policies: Arc<PolicySet>,
+    /// Errors in its policy documents: every rollout is held (fail closed).
+    pub policy_errors: Vec<String>,
+    /// The reason of a `Keelson-Freeze-Override` trailer on the commit.
+    pub freeze_override: Option<String>,
+    /// Apps that depend on each app (reversed `dependsOn`).
+    pub dependents: HashMap<String, Vec<String>>,
+    /// Quota verdicts by app (quotas weigh the whole commit).
+    pub quotas: HashMap<String, Vec<Verdict>>,
+}
+
+/// The apps as their last rollouts started, by (app, commit): read from git once each.
+type PreviousApps = Arc<Mutex<HashMap<(String, String), Option<Arc<App>>>>>;
+
+impl Desired {
+    /// The apps whose `dependsOn` names `app`.
+    pub fn dependents_of(&self, app: &str) -> &[String] {
+        self.dependents.get(app).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// True when the commit has no apps at all: more often a broken `source.path` than a wish,
+    /// so nothing is pruned (the prune guard).
+    pub fn is_empty(&self) -> bool {
+        self.state.apps.is_empty() && self.state.invalid_apps.is_empty()
+    }
+}
+
+/// What every reconcile shares.
+pub struct Ctx {
     repo: GitRepo,
     ledger: Ledger,
     providers: Providers,
     settings: EngineSettings,
     fleet: Arc<RwLock<Fleet>>,
     metrics: Arc<Metrics>,
-    recorder: Arc<Notify>,
-    loader: Arc<Mutex<Loader>>,
-    desired: DesiredState,
-    commit: Option<String>,
-    /// Apps a `Keelson-Retry` trailer asked to retry, not yet retried.
-    retry: BTreeSet<String>,
-    /// When each in-flight rollout started (for the progress deadline).
-    started: HashMap<String, time::OffsetDateTime>,
-    /// The time rollout deadlines and backoffs are measured in (a manual clock in tests).
     clock: Arc<dyn Clock>,
-    /// Policies of the current commit, compiled once per commit.
-    policies: Arc<PolicySet>,
-    /// Errors in policy documents of the current commit: every rollout is held (fail closed).
-    policy_errors: Vec<String>,
-    /// Reason of a `Keelson-Freeze-Override` trailer on the current commit.
-    freeze_override: Option<String>,
-    /// Each app as it was when its last rollout started (the `previous` of policy input).
-    previous: HashMap<String, keelson_manifest::App>,
-    /// Apps the last pass left to a later one; when zero and nothing is in flight, ticks do nothing.
-    deferred: usize,
+    desired: RwLock<Arc<Desired>>,
+    queue: Arc<WorkQueue>,
+    journal: Arc<Journal>,
+    writer: Writer,
+    /// Apps whose last rollout failed with a transient error: not retried before the time given.
+    backoff: Mutex<HashMap<String, Backoff>>,
+    /// Apps whose last reconcile failed outright (see [`Ctx::error_policy`]).
+    errors: Mutex<HashMap<String, Backoff>>,
+    /// Apps a `Keelson-Retry` trailer asked to retry, not yet retried.
+    retry: Mutex<BTreeSet<String>>,
+    /// When rollouts without a recorded deadline (older ledgers) were first seen in flight.
+    seen_in_flight: Mutex<HashMap<String, time::OffsetDateTime>>,
+    /// The app files at commits already read for the policy's `previous` input.
+    previous: PreviousApps,
+    /// How long each converging app waits before its next health check (grows while it waits).
+    polls: Mutex<HashMap<String, Duration>>,
+}
+
+/// The reconcile engine: the source loop and the workers over one [`Ctx`].
+pub struct Engine {
+    ctx: Arc<Ctx>,
+    loader: Arc<Mutex<Loader>>,
     /// Backoff of a source that could not be read.
     source_retry: source_retry::SourceRetry,
-    /// Apps whose last rollout failed with a transient error: not retried before the time given.
-    backoff: HashMap<String, Backoff>,
 }
 
 impl Engine {
@@ -109,36 +152,51 @@ impl Engine {
         recorder: Arc<Notify>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self {
-            clock,
+        let queue = Arc::new(WorkQueue::new(Arc::new(AllShards)));
+        let journal = Arc::new(Journal::new(ledger.clone(), fleet.clone(), metrics.clone(), recorder, queue.clone()));
+        let writer = Writer::start(journal.clone());
+        let ctx = Ctx {
             repo,
             ledger,
             providers,
             settings,
             fleet,
             metrics,
-            recorder,
+            clock,
+            desired: RwLock::new(Arc::new(Desired::default())),
+            queue,
+            journal,
+            writer,
+            backoff: Mutex::default(),
+            errors: Mutex::default(),
+            retry: Mutex::default(),
+            seen_in_flight: Mutex::default(),
+            previous: PreviousApps::default(),
+            polls: Mutex::default(),
+        };
+        Engine {
+            ctx: Arc::new(ctx),
             loader: Arc::new(Mutex::new(Loader::new())),
-            desired: DesiredState::default(),
-            commit: None,
-            retry: BTreeSet::new(),
-            started: HashMap::new(),
-            policies: Arc::new(PolicySet::default()),
-            policy_errors: Vec::new(),
-            freeze_override: None,
-            previous: HashMap::new(),
-            deferred: 0,
             source_retry: source_retry::SourceRetry::default(),
-            backoff: HashMap::new(),
         }
     }
 
-    /// Runs until `shutdown` turns true: resumes from the ledger, then reacts to ref moves and ticks.
+    /// Runs until `shutdown` turns true: resumes from the ledger, then reconciles what each commit
+    /// changes and what asks to be looked at again.
     pub async fn run(mut self, mut refs: mpsc::Receiver<()>, mut shutdown: watch::Receiver<bool>) -> Result<()> {
-        self.resume().await?;
+        self.ctx.resume().await?;
         self.sync_source().await;
-        let mut tick = tokio::time::interval(self.settings.tick);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let workers: Vec<_> = (0..self.ctx.settings.concurrency.max(1))
+            .map(|_| {
+                let ctx = self.ctx.clone();
+                tokio::spawn(async move { ctx.work().await })
+            })
+            .collect();
+        let reflector = tokio::spawn(reflector::run(
+            self.ctx.journal.clone(),
+            self.ctx.settings.reflect_interval,
+            shutdown.clone(),
+        ));
         loop {
             let retry_at = self.source_retry.next_attempt();
             tokio::select! {
@@ -150,101 +208,58 @@ impl Engine {
                     self.sync_source().await;
                 }
                 _ = source_retry::sleep_until(retry_at) => self.sync_source().await,
-                _ = tick.tick() => {
-                    if let Err(e) = self.on_tick().await {
-                        tracing::error!(error = format!("{e:#}"), "reconcile pass failed; will retry");
-                    }
-                }
             }
             if *shutdown.borrow() {
                 break;
             }
         }
-        tracing::info!("engine stopped taking new work");
+        tracing::info!("engine stopped taking new work; finishing the reconciles in flight");
+        self.ctx.queue.close();
+        for w in workers {
+            let _ = w.await;
+        }
+        let _ = reflector.await;
+        tracing::info!("engine stopped");
         Ok(())
     }
+}
 
-    /// Periodic work: check in-flight rollouts, then start rollouts that were waiting.
-    async fn on_tick(&mut self) -> Result<()> {
-        if !self.ledger_accepts_work() {
-            return Ok(());
-        }
-        let progressing: Vec<keelson_core::AppStatus> = self
-            .fleet
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .apps
-            .values()
-            .filter(|a| a.phase == Phase::Progressing)
-            .cloned()
-            .collect();
-        let idle = progressing.is_empty() && self.deferred == 0;
-        for status in progressing {
-            if let Err(e) = self.check_progress(&status).await {
-                tracing::warn!(app = status.name, error = format!("{e:#}"), "health check failed");
-            }
-        }
-        // Nothing in flight and nothing waiting: only a new commit can change anything.
-        if idle {
-            return Ok(());
-        }
-        if let Some(commit) = self.commit.clone() {
-            let snapshot = Snapshot {
-                commit,
-                files: Vec::new(),
-                retry_apps: BTreeSet::new(),
-                summary: String::new(),
-                message: String::new(),
+impl Ctx {
+    /// The commit the engine acts on.
+    fn desired(&self) -> Arc<Desired> {
+        self.desired.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// One worker: takes apps from the queue until it closes.
+    async fn work(&self) {
+        while let Some(app) = self.queue.next().await {
+            let action = match self.reconcile(&app).await {
+                Ok(action) => {
+                    self.reconciled(&app);
+                    action
+                }
+                Err(e) => self.error_policy(&app, &e),
             };
-            self.reconcile(&snapshot).await?;
+            self.queue.done(&app, action);
         }
-        Ok(())
     }
 
-    /// One pass over the desired state: start what must start, hold what is invalid, prune what left git.
-    async fn reconcile(&mut self, snapshot: &Snapshot) -> Result<()> {
-        if !self.ledger_accepts_work() {
-            return Ok(());
+    /// Every app git wants and every app the fleet knows, once (a cold start).
+    fn enqueue_everything(&self) {
+        let desired = self.desired();
+        let known: Vec<String> = self.fleet.read().unwrap_or_else(|e| e.into_inner()).apps.keys().cloned().collect();
+        for app in desired.state.apps.keys().chain(desired.state.invalid_apps.iter()).chain(known.iter()) {
+            self.queue.enqueue(app);
         }
-        self.metrics.reconciles.inc();
-        let desired = std::mem::take(&mut self.desired);
-        let result = self.reconcile_desired(&desired, snapshot).await;
-        self.desired = desired;
-        if result.is_err() {
-            // A pass that stopped early (an append failed) is tried again on the next tick.
-            self.deferred = self.deferred.max(1);
-        }
-        let counts = keelson_core::fleet::counts(&self.fleet.read().unwrap_or_else(|e| e.into_inner()).apps);
-        self.metrics.set_app_counts(counts.iter().map(|(k, v)| (*k, *v)));
-        result
     }
 
-    /// Appends the entry recording `event` for `transition`, folds it into the fleet, counts it
-    /// and wakes the status recorder.
+    /// Appends the entry recording `event` for `transition` (durable once this returns) and
+    /// folds it into the fleet.
     async fn record(&self, transition: Transition<'_>, event: Event) -> Result<LedgerEntry> {
         let entry = transition.record(ACTOR, &event);
-        let e = self.ledger.append(entry).await.context("appending to the audit ledger")?;
-        crash_point(point::AFTER_LEDGER_APPEND);
-        tracing::info!(app = e.app, seq = e.seq, from = e.from_state, to = e.to_state, action = e.action, "transition");
-        self.metrics.transition(&e.to_state, e.seq);
-        {
-            let mut fleet = self.fleet.write().unwrap_or_else(|e| e.into_inner());
-            let status = fleet.apps.entry(e.app.clone()).or_insert_with(|| keelson_core::AppStatus::pending(&e.app));
-            status.apply_event(&e, &event, transition.from, transition.to);
-            if transition.to == Phase::Deleted {
-                fleet.apps.remove(&e.app);
-            }
-        }
-        self.recorder.notify_one();
-        Ok(e)
-    }
-
-    /// Deletes one resource through the instance that holds it.
-    async fn delete_resource(&self, id: &ResourceId, key: &IdempotencyKey) -> Result<Outcome> {
-        let bound = self.providers.instances.get(&id.instance)?;
-        let outcome = bound.provider.delete(id, key).await;
-        self.metrics.provider_call("delete", outcome.as_ref().map_or_else(|e| e.kind_label(), |o| o.label()));
-        Ok(outcome?)
+        let pending = Pending { entry, event, from: transition.from, to: transition.to };
+        let mut stored = self.writer.append(vec![pending]).await.context("appending to the audit ledger")?;
+        Ok(stored.pop().expect("one entry per pending entry"))
     }
 
     /// Now, by the engine's clock.
@@ -256,6 +271,20 @@ impl Engine {
     fn status_of(&self, app: &str) -> Option<keelson_core::AppStatus> {
         self.fleet.read().unwrap_or_else(|e| e.into_inner()).apps.get(app).cloned()
     }
+
+    /// Deletes one resource through the instance that holds it.
+    async fn delete_resource(&self, id: &ResourceId, key: &IdempotencyKey) -> Result<Outcome> {
+        let bound = self.providers.instances.get(&id.instance)?;
+        let outcome = bound.provider.delete(id, key).await;
+        self.metrics.provider_call("delete", outcome.as_ref().map_or_else(|e| e.kind_label(), |o| o.label()));
+        Ok(outcome?)
+    }
+
+    /// False while the ledger is known to be swapped: nothing can be recorded, so nothing is done
+    /// (no provider is called, not even to check health, whose outcome could not be recorded).
+    fn ledger_accepts_work(&self) -> bool {
+        !matches!(self.ledger.write_state(), crate::ledger::WriteState::Replaced { .. })
+    }
 }
 
 fn key(app: &str, rollout: i64, step: u32, resource: &str) -> IdempotencyKey {
@@ -263,7 +292,7 @@ fn key(app: &str, rollout: i64, step: u32, resource: &str) -> IdempotencyKey {
 }
 
 /// Outcomes by resource, as the ledger records them.
-fn recorded(outcomes: Vec<(String, Outcome)>) -> std::collections::BTreeMap<String, Recorded> {
+fn recorded(outcomes: Vec<(String, Outcome)>) -> BTreeMap<String, Recorded> {
     outcomes.into_iter().map(|(id, o)| (id, o.into())).collect()
 }
 

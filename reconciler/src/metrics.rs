@@ -16,7 +16,7 @@ pub struct Metrics {
     pub transitions: Family<ToLabel, Counter>,
     /// Commits of the tracked branch reconciled.
     pub source_commits: Counter,
-    /// Reconcile passes over the fleet.
+    /// Reconciles of one app.
     pub reconciles: Counter,
     /// Provider calls, by operation and outcome (`created`, `updated`, …, or an error kind).
     pub provider_calls: Family<Vec<(&'static str, String)>, Counter>,
@@ -62,7 +62,7 @@ impl Metrics {
         };
         registry.register("transitions", "Ledger entries appended, by target state", m.transitions.clone());
         registry.register("source_commits", "Commits of the tracked branch reconciled", m.source_commits.clone());
-        registry.register("reconciles", "Reconcile passes over the fleet", m.reconciles.clone());
+        registry.register("reconciles", "Reconciles of one app (by the work queue)", m.reconciles.clone());
         registry.register("provider_calls", "Provider calls by operation and outcome", m.provider_calls.clone());
         registry.register("status_commits", "Commits written to the status branch", m.status_commits.clone());
         registry.register("outbox_entries", "Ledger entries not yet on the status branch", m.outbox.clone());
@@ -85,6 +85,19 @@ impl Metrics {
     /// Counts one provider call.
     pub fn provider_call(&self, op: &'static str, outcome: &str) {
         self.provider_calls.get_or_create(&vec![("op", op.to_owned()), ("outcome", outcome.to_owned())]).inc();
+    }
+
+    /// One app left phase `from` (`None`: it was new) for `to` (`None`: it left the fleet).
+    pub fn app_moved(&self, from: Option<&str>, to: Option<&str>) {
+        if from == to {
+            return;
+        }
+        if let Some(from) = from {
+            self.apps.get_or_create(&vec![("phase", from.to_owned())]).dec();
+        }
+        if let Some(to) = to {
+            self.apps.get_or_create(&vec![("phase", to.to_owned())]).inc();
+        }
     }
 
     /// Sets the per-phase app gauges.

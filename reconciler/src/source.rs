@@ -129,6 +129,26 @@ impl GitRepo {
     pub fn read_blob(&self, blob_id: &str) -> std::io::Result<Vec<u8>> {
         read_blob(&self.local(), blob_id)
     }
+
+    /// The content of the regular file at `path` in `commit`, if it has one there.
+    pub fn file_at(&self, commit: &str, path: &str) -> Result<Option<Vec<u8>>> {
+        let repo = self.local();
+        let id = gix::ObjectId::from_hex(commit.as_bytes()).with_context(|| format!("bad commit id {commit:?}"))?;
+        let tree = repo
+            .find_commit(id)
+            .with_context(|| format!("commit {commit} not found"))?
+            .tree()
+            .with_context(|| format!("tree of commit {commit}"))?;
+        let Some(entry) = tree.lookup_entry_by_path(path).with_context(|| format!("looking up {path} in {commit}"))?
+        else {
+            return Ok(None);
+        };
+        if !entry.mode().is_blob() {
+            return Ok(None);
+        }
+        let blob = entry.object().with_context(|| format!("reading {path} at {commit}"))?;
+        Ok(Some(blob.data.clone()))
+    }
 }
 
 /// Reads a blob through a thread-local repository handle.

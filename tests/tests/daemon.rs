@@ -13,8 +13,8 @@ fn ledger_head(d: &Daemon) -> i64 {
 fn second_instance_is_refused_sigterm_drains_and_restart_resumes() {
     let (tmp, repo) = template_repo();
     let r = repo.to_str().unwrap();
-    // A zero pass budget makes every pass start one rollout and leave the rest to later ticks.
-    let args = ["up", "--dir", r, "--listen", "127.0.0.1:0", "--sim-rollout-time", "200ms", "--pass-budget", "0ms"];
+    // One worker: the four apps are reconciled one after another.
+    let args = ["up", "--dir", r, "--listen", "127.0.0.1:0", "--sim-rollout-time", "200ms", "--concurrency", "1"];
     let d = Daemon::start(&args, tmp.path());
     d.wait_all_healthy(4, "four apps Healthy", Duration::from_secs(60));
 

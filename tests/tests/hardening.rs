@@ -108,7 +108,7 @@ fn a_failing_ledger_write_turns_readiness_503_until_a_write_succeeds_again() {
     assert!(body.contains("audit ledger cannot be written"), "{body}");
     assert_eq!(d.json("/api/v1/status")["ledger"]["state"], "failing");
     assert_eq!(metric(&d.get("/metrics").1, "keelson_provider_calls_total"), calls, "no intent, no provider call");
-    // The engine retries on every tick while the disk stays full, so the failed COMMITs land on
+    // The engine retries (with backoff) while the disk stays full, so the failed COMMITs land on
     // several pooled connections (each was left unusable before the fix).
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(metric(&d.get("/metrics").1, "keelson_provider_calls_total"), calls, "no intent, no provider call");

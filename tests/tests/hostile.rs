@@ -78,8 +78,8 @@ fn links_renames_and_invalid_dependencies_hold_apps_instead_of_pruning_them() {
 }
 
 /// A rule over its time limit blocks the apps it is slow for, naming the rule; the daemon does not
-/// evaluate it again every tick, and the rest of the fleet is reached (the pass budget used to be
-/// spent on the same slow apps at the start of every pass).
+/// evaluate it again until something changes, and the rest of the fleet is reached (one slow app
+/// holds one worker, not the engine).
 #[test]
 fn a_slow_rego_rule_blocks_its_apps_and_the_rest_of_the_fleet_proceeds() {
     let (tmp, repo) = template_repo();

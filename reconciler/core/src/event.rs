@@ -109,6 +109,12 @@ pub struct Plan {
     pub verdicts: Vec<Verdict>,
     /// For people.
     pub message: String,
+    /// When the rollout fails if it is not healthy (ledger time), so a restart keeps the deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<String>,
+    /// The commit whose `Keelson-Retry` trailer this rollout consumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<String>,
 }
 
 /// What an intent is about to do.

@@ -90,6 +90,13 @@ pub struct AppStatus {
     pub wanted_commit: Option<String>,
     /// The digest of [`AppStatus::wanted_commit`].
     pub wanted_digest: Option<String>,
+    /// When the current rollout fails unless it is healthy (ledger time), if its plan said.
+    pub deadline: Option<String>,
+    /// The commit whose `Keelson-Retry` trailer the last rollout consumed.
+    pub retry_consumed: Option<String>,
+    /// The commit the last rollout (not a prune) started from: the app at that commit is the
+    /// `previous` of the next rollout's policy input.
+    pub rollout_commit: Option<String>,
 }
 
 /// An entry the fold cannot take.
@@ -129,6 +136,9 @@ impl AppStatus {
             inventory: Vec::new(),
             wanted_commit: None,
             wanted_digest: None,
+            deadline: None,
+            retry_consumed: None,
+            rollout_commit: None,
         }
     }
 
@@ -179,6 +189,15 @@ impl AppStatus {
         }
         self.reason = event.reason().unwrap_or_default().to_owned();
         self.message = event.message().unwrap_or_default().to_owned();
+        if let Event::Plan(plan) = event {
+            self.deadline.clone_from(&plan.deadline);
+            if plan.retry_of.is_some() {
+                self.retry_consumed.clone_from(&plan.retry_of);
+            }
+            if plan.op == crate::event::Op::Apply {
+                self.rollout_commit = Some(e.desired_commit.clone());
+            }
+        }
         if let Event::Intent(intent) = event
             && let IntentOp::Apply { resources, prune } = &intent.op
         {
@@ -191,6 +210,10 @@ impl AppStatus {
                 }
             }
             self.inventory.sort();
+        }
+        if !matches!(to, Phase::Planned | Phase::Progressing) {
+            // A deadline belongs to a rollout in flight.
+            self.deadline = None;
         }
         match (to, event) {
             // A transient failure is tried again after a backoff; anything else waits for a new

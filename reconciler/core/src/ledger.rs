@@ -756,6 +756,11 @@ pub fn format_at(t: OffsetDateTime) -> String {
         .expect("a UTC time between years 0 and 9999 always formats")
 }
 
+/// A time as the ledger writes it (any RFC 3339 time is accepted); `None` if it is not one.
+pub fn parse_at(at: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()
+}
+
 /// Parses any RFC 3339 time and returns it in the ledger's `at` form, so text comparison is time order.
 pub fn normalize_at(text: &str) -> Result<String> {
     let t = OffsetDateTime::parse(text, &Rfc3339).map_err(|e| {

@@ -9,24 +9,24 @@ use keelson_core::event::{Block as BlockEvent, BlockReason};
 use keelson_core::ledger::Transition;
 use keelson_core::verdict::Block;
 use keelson_core::{AppStatus, Event, Phase};
-use keelson_manifest::LoadedApp;
+use keelson_manifest::{App, LoadedApp};
 
-use super::Engine;
+use super::{Ctx, Desired, PreviousApps};
 use crate::policy::{ChangeCtx, Verdict, VerdictKind, blocked_by};
-use crate::source::Snapshot;
+use crate::source::GitRepo;
 
-impl Engine {
-    /// The verdicts to roll `app` out with, or `None` when the change is held (and recorded as
-    /// such, unless it already is for the same cause and digest). A freeze counts as deferred: it
-    /// closes by itself.
+impl Ctx {
+    /// The verdicts to roll `app` out with, or what holds the change (recorded as such, unless it
+    /// already is for the same cause and digest). A freeze closes by itself; anything else waits
+    /// for a change.
     pub(super) async fn admit_or_block(
-        &mut self,
+        &self,
         app: &LoadedApp,
         status: Option<&AppStatus>,
-        snapshot: &Snapshot,
+        desired: &Desired,
         quota: Vec<Verdict>,
-        deferred: &mut usize,
-    ) -> Result<Option<Vec<Verdict>>> {
+    ) -> Result<Result<Vec<Verdict>, Block>> {
+        let commit = desired.commit.as_deref().unwrap_or_default();
         let already = |reason: BlockReason| {
             status.is_some_and(|s| {
                 s.phase == Phase::Blocked && s.reason == reason.as_str() && s.desired_digest == app.digest
@@ -43,13 +43,12 @@ impl Engine {
                     verdicts: Vec::new(),
                     problems,
                 };
-                self.record_block(app, status, snapshot, event).await?;
+                self.record_block(app, status, commit, event).await?;
             }
-            return Ok(None);
+            return Ok(Err(Block::Policy));
         }
-        let verdicts = self.admit(app, snapshot, quota).await;
-        let Some(block) = blocked_by(&verdicts) else { return Ok(Some(verdicts)) };
-        *deferred += usize::from(block == Block::Freeze);
+        let verdicts = self.admit(app, status, desired, quota).await;
+        let Some(block) = blocked_by(&verdicts) else { return Ok(Ok(verdicts)) };
         let reason = match block {
             Block::Policy => BlockReason::Policy,
             Block::Freeze => BlockReason::Freeze,
@@ -72,21 +71,21 @@ impl Engine {
                 verdicts,
                 problems: Vec::new(),
             };
-            self.record_block(app, status, snapshot, event).await?;
+            self.record_block(app, status, commit, event).await?;
         }
-        Ok(None)
+        Ok(Err(block))
     }
 
     async fn record_block(
-        &mut self,
+        &self,
         app: &LoadedApp,
         status: Option<&AppStatus>,
-        snapshot: &Snapshot,
+        commit: &str,
         event: BlockEvent,
     ) -> Result<()> {
         let transition = Transition {
             app: &app.app.metadata.name,
-            desired_commit: &snapshot.commit,
+            desired_commit: commit,
             desired_digest: &app.digest,
             rollout: None,
             from: status.map_or(Phase::Pending, |s| s.phase),
@@ -97,19 +96,29 @@ impl Engine {
     }
 
     /// Every policy verdict about rolling out `app` now.
-    async fn admit(&self, app: &LoadedApp, snapshot: &Snapshot, quota: Vec<Verdict>) -> Vec<Verdict> {
+    async fn admit(
+        &self,
+        app: &LoadedApp,
+        status: Option<&AppStatus>,
+        desired: &Desired,
+        quota: Vec<Verdict>,
+    ) -> Vec<Verdict> {
         let name = app.app.metadata.name.clone();
         tracing::debug!(app = name, "evaluating policies");
         // Rego may take up to its limit per rule: off the async executor, so the API, the
         // recorder and shutdown keep running meanwhile.
-        let (policies, app_owned) = (Arc::clone(&self.policies), app.clone());
-        let (previous, commit) = (self.previous.get(&name).cloned(), snapshot.commit.clone());
-        let freeze_override = self.freeze_override.clone();
+        let (policies, app_owned) = (Arc::clone(&desired.policies), app.clone());
+        let commit = desired.commit.clone().unwrap_or_default();
+        let freeze_override = desired.freeze_override.clone();
+        let rollout_commit = status.and_then(|s| s.rollout_commit.clone());
+        let (previous_cache, repo, path) = (self.previous.clone(), self.repo.clone(), self.settings.path.clone());
+        let now = self.now();
         let evaluated = tokio::task::spawn_blocking(move || {
+            let previous = rollout_commit.and_then(|at| previous_app(&previous_cache, &repo, &path, &name, &at));
             let ctx = ChangeCtx {
-                previous: previous.as_ref(),
+                previous: previous.as_deref(),
                 commit: &commit,
-                now: time::OffsetDateTime::now_utc(),
+                now,
                 freeze_override: freeze_override.as_deref(),
             };
             policies.evaluate(&app_owned, &ctx)
@@ -128,7 +137,7 @@ impl Engine {
             }]
         });
         verdicts.extend(quota);
-        verdicts.extend(self.policy_errors.iter().map(|problem| Verdict {
+        verdicts.extend(desired.policy_errors.iter().map(|problem| Verdict {
             policy: "(policy files)".into(),
             rule: "valid".into(),
             kind: VerdictKind::Rule,
@@ -140,4 +149,36 @@ impl Engine {
         }));
         verdicts
     }
+}
+
+/// The app `name` as it was at `commit` (where its last rollout started): the `previous` of the
+/// policy input, read from git so a restart gives the same verdicts. `None` when it cannot be read
+/// (the commit was garbage-collected after a force push): policy then sees a new app.
+fn previous_app(cache: &PreviousApps, repo: &GitRepo, path: &str, name: &str, commit: &str) -> Option<Arc<App>> {
+    let key = (name.to_owned(), commit.to_owned());
+    if let Some(known) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return known.clone();
+    }
+    let file =
+        if path.is_empty() { format!("apps/{name}/deploy.yaml") } else { format!("{path}/apps/{name}/deploy.yaml") };
+    let app = match repo.file_at(commit, &file) {
+        Ok(Some(bytes)) => {
+            let checked = keelson_manifest::validate::check_bytes(&file, &bytes);
+            checked.documents.into_iter().next().and_then(|d| match d.manifest {
+                Some(keelson_manifest::Manifest::App(app)) => Some(Arc::new(*app)),
+                _ => None,
+            })
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(app = name, commit, error = format!("{e:#}"), "cannot read the app as last rolled out");
+            None
+        }
+    };
+    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if cache.len() > 4_096 {
+        cache.clear();
+    }
+    cache.insert(key, app.clone());
+    app
 }

@@ -1,35 +1,39 @@
 //! Loading a commit: the snapshot of the tracked branch, the desired state (only changed blobs
-//! are parsed), the policies of that commit, and the warnings a person should see.
+//! are parsed), the policies of that commit, the warnings a person should see; then exactly the
+//! apps the commit changed (and their dependents) are enqueued.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Result;
 
-use super::{Engine, now_rfc3339, short};
+use super::{Desired, Engine, now_rfc3339, short};
 
 impl Engine {
-    /// The tracked ref may have moved: load the new commit (if any) and reconcile.
+    /// The tracked ref may have moved: load the new commit (if any) and enqueue what it changed.
     pub(super) async fn on_ref_moved(&mut self) -> Result<()> {
-        let repo = self.repo.clone();
-        let branch = self.settings.branch.clone();
+        let ctx = self.ctx.clone();
+        let repo = ctx.repo.clone();
+        let branch = ctx.settings.branch.clone();
+        let current = ctx.desired();
         let Some(head) = tokio::task::spawn_blocking(move || repo.branch_head(&branch)).await?? else {
-            tracing::warn!(branch = self.settings.branch, "tracked branch does not exist; waiting for a commit");
-            let kept = self.commit.as_deref().map_or("nothing has been applied yet".to_owned(), |c| {
+            tracing::warn!(branch = ctx.settings.branch, "tracked branch does not exist; waiting for a commit");
+            let kept = current.commit.as_deref().map_or("nothing has been applied yet".to_owned(), |c| {
                 format!("the apps are kept as commit {} left them; nothing is applied or pruned", short(c))
             });
-            let warning = format!("the tracked branch `{}` does not exist (deleted?); {kept}", self.settings.branch);
-            self.fleet.write().unwrap_or_else(|e| e.into_inner()).source.warnings = vec![warning];
+            let warning = format!("the tracked branch `{}` does not exist (deleted?); {kept}", ctx.settings.branch);
+            ctx.fleet.write().unwrap_or_else(|e| e.into_inner()).source.warnings = vec![warning];
             return Ok(());
         };
-        if self.commit.as_deref() == Some(head.as_str()) {
+        if current.commit.as_deref() == Some(head.as_str()) {
             return Ok(());
         }
         let started = Instant::now();
         let (snapshot, outcome, policies, policy_diagnostics) = {
-            let repo = self.repo.clone();
+            let repo = ctx.repo.clone();
             let loader = self.loader.clone();
-            let path = self.settings.path.clone();
+            let path = ctx.settings.path.clone();
             let head = head.clone();
             tokio::task::spawn_blocking(move || -> Result<_> {
                 let snapshot = repo.snapshot(&head, &path)?;
@@ -55,56 +59,143 @@ impl Engine {
         let errors = all_diagnostics.iter().filter(|d| d.is_error()).count();
         // A policy file with errors drops out of the desired state; holding every rollout keeps a
         // broken guardrail from silently disappearing.
-        self.policy_errors = outcome
+        let policy_errors: Vec<String> = outcome
             .diagnostics
             .iter()
             .filter(|d| d.is_error() && d.file.starts_with("policies/"))
             .map(|d| d.to_string())
             .collect();
-        self.policies = Arc::new(policies);
-        self.freeze_override =
-            crate::source::trailer_values(&snapshot.message, "Keelson-Freeze-Override").into_iter().next();
         for d in &all_diagnostics {
             tracing::warn!(commit = %head, "{d}");
         }
+        let mut quotas: HashMap<String, Vec<crate::policy::Verdict>> = HashMap::new();
+        for (app, verdict) in policies.quotas(&outcome.desired) {
+            quotas.entry(app).or_default().push(verdict);
+        }
+        let mut dependents: HashMap<String, Vec<String>> = HashMap::new();
+        for app in outcome.desired.apps.values() {
+            for dep in &app.app.spec.depends_on {
+                dependents.entry(dep.clone()).or_default().push(app.app.metadata.name.clone());
+            }
+        }
+        let next = Desired {
+            commit: Some(head.clone()),
+            state: outcome.desired,
+            policies: Arc::new(policies),
+            policy_errors,
+            freeze_override: crate::source::trailer_values(&snapshot.message, "Keelson-Freeze-Override")
+                .into_iter()
+                .next(),
+            dependents,
+            quotas,
+        };
+        let changed = changed_apps(&current, &next);
         tracing::info!(
-            commit = %head, summary = snapshot.summary, apps = outcome.desired.apps.len(), errors,
+            commit = %head, summary = snapshot.summary, apps = next.state.apps.len(), errors, changed = changed.len(),
             elapsed_ms = started.elapsed().as_millis() as u64, "loaded commit"
         );
-        self.metrics.source_commits.inc();
-        self.metrics.manifest_errors.set(errors as i64);
-        self.retry.extend(snapshot.retry_apps.iter().cloned());
-        self.desired = outcome.desired;
-        self.commit = Some(head.clone());
-        let had_apps = !self.fleet.read().unwrap_or_else(|e| e.into_inner()).apps.is_empty();
-        // The commit is loaded whatever the pass does; a failed pass is retried on the next tick.
-        if let Err(e) = self.reconcile(&snapshot).await {
-            tracing::error!(commit = %head, error = format!("{e:#}"), "reconcile pass failed; will retry");
-        }
+        ctx.metrics.source_commits.inc();
+        ctx.metrics.manifest_errors.set(errors as i64);
+        let had_apps = !ctx.fleet.read().unwrap_or_else(|e| e.into_inner()).apps.is_empty();
         let mut warnings = Vec::new();
-        if self.desired.apps.is_empty() && self.desired.invalid_apps.is_empty() {
+        if next.is_empty() {
             warnings.push(if had_apps {
                 format!(
                     "commit {} has no apps at all (is source.path `{}` right?); the prune guard kept every \
                      running app",
                     short(&head),
-                    self.settings.path
+                    ctx.settings.path
                 )
             } else {
                 format!(
                     "commit {} has no apps (no apps/<name>/deploy.yaml under `{}`)",
                     short(&head),
-                    self.settings.path
+                    ctx.settings.path
                 )
             });
+            if had_apps {
+                tracing::warn!("commit has no apps at all; refusing to prune every app (prune guard)");
+            }
         }
-        let mut fleet = self.fleet.write().unwrap_or_else(|e| e.into_inner());
-        fleet.source.warnings = warnings;
-        fleet.source.commit = Some(head);
-        fleet.source.diagnostics = diagnostics;
-        fleet.source.not_built = not_built;
-        fleet.source.last_sync = Some(now_rfc3339());
-        fleet.source.ready = true;
+        let retry: Vec<String> = snapshot.retry_apps.iter().cloned().collect();
+        ctx.retry.lock().unwrap_or_else(|e| e.into_inner()).extend(retry.iter().cloned());
+        let next = Arc::new(next);
+        ctx.journal.set_dependents(next.dependents.clone());
+        *ctx.desired.write().unwrap_or_else(|e| e.into_inner()) = next.clone();
+        {
+            let mut fleet = ctx.fleet.write().unwrap_or_else(|e| e.into_inner());
+            fleet.source.warnings = warnings;
+            fleet.source.commit = Some(head);
+            fleet.source.diagnostics = diagnostics;
+            fleet.source.not_built = not_built;
+            fleet.source.last_sync = Some(now_rfc3339());
+            fleet.source.ready = true;
+        }
+        match changed {
+            Changed::Everything => ctx.enqueue_everything(),
+            Changed::Apps(apps) => {
+                for app in apps.iter().chain(&retry) {
+                    ctx.queue.enqueue(app);
+                    for dependent in next.dependents_of(app) {
+                        ctx.queue.enqueue(dependent);
+                    }
+                }
+            }
+        }
         Ok(())
     }
+}
+
+/// What a new commit changed, as far as reconciles go.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Changed {
+    /// Policies (or what they see of the commit) changed: every app is looked at again.
+    Everything,
+    /// Only these apps: their digest changed, they came or went, or how they are held changed.
+    Apps(BTreeSet<String>),
+}
+
+impl Changed {
+    fn len(&self) -> usize {
+        match self {
+            Changed::Everything => usize::MAX,
+            Changed::Apps(apps) => apps.len(),
+        }
+    }
+}
+
+/// The apps whose reconcile `next` may answer differently than `current`.
+pub(super) fn changed_apps(current: &Desired, next: &Desired) -> Changed {
+    if current.commit.is_none()
+        || current.state.policies != next.state.policies
+        || current.policy_errors != next.policy_errors
+        || current.freeze_override != next.freeze_override
+    {
+        return Changed::Everything;
+    }
+    let mut apps = BTreeSet::new();
+    let (was, now) = (&current.state, &next.state);
+    for (name, app) in &now.apps {
+        if was.apps.get(name).is_none_or(|old| old.digest != app.digest) {
+            apps.insert(name.clone());
+        }
+    }
+    apps.extend(was.apps.keys().filter(|name| !now.apps.contains_key(*name)).cloned());
+    apps.extend(was.invalid_apps.symmetric_difference(&now.invalid_apps).cloned());
+    for name in &now.invalid_apps {
+        if was.held.get(name) != now.held.get(name) {
+            apps.insert(name.clone());
+        }
+    }
+    for (name, verdicts) in &next.quotas {
+        if current.quotas.get(name) != Some(verdicts) {
+            apps.insert(name.clone());
+        }
+    }
+    apps.extend(current.quotas.keys().filter(|name| !next.quotas.contains_key(*name)).cloned());
+    if current.is_empty() != next.is_empty() {
+        // The prune guard lifted or engaged: every app of the fleet is looked at.
+        return Changed::Everything;
+    }
+    Changed::Apps(apps)
 }

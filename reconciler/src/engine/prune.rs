@@ -7,19 +7,19 @@ use keelson_core::ledger::{RolloutRef, Transition};
 use keelson_core::{AppStatus, Event, Phase};
 use keelson_provider_api::Outcome;
 
-use super::{Engine, error_class, key, recorded, short};
+use super::{Ctx, error_class, key, recorded, short};
 use crate::crash::{crash_point, point};
-use crate::source::Snapshot;
 
-impl Engine {
-    /// Deletes everything `status`'s app applied.
-    pub(super) async fn prune(&mut self, status: &AppStatus, snapshot: &Snapshot) -> Result<()> {
+impl Ctx {
+    /// Deletes everything `status`'s app applied; a failed delete is recorded and returned as an
+    /// error, so the app is tried again after a backoff.
+    pub(super) async fn prune(&self, status: &AppStatus, commit: &str) -> Result<()> {
         let name = status.name.clone();
         let instance = status.instance.clone();
         let ids = status.inventory.clone();
         let transition = |rollout, from, to| Transition {
             app: &name,
-            desired_commit: &snapshot.commit,
+            desired_commit: commit,
             desired_digest: "",
             rollout: Some(rollout),
             from,
@@ -40,7 +40,9 @@ impl Engine {
                 })
                 .collect(),
             verdicts: Vec::new(),
-            message: format!("{name} was removed from git at {}", short(&snapshot.commit)),
+            message: format!("{name} was removed from git at {}", short(commit)),
+            deadline: None,
+            retry_of: None,
         };
         let planned =
             self.record(transition(RolloutRef::StartsHere, status.phase, Phase::Planned), Event::Plan(plan)).await?;
@@ -67,6 +69,7 @@ impl Engine {
         }
         .await;
         crash_point(point::AFTER_PROVIDER_CALL);
+        let failed = result.as_ref().err().map(|e| anyhow::anyhow!("pruning {name}: {e:#}"));
         let (to, event) = match result {
             Ok(outcomes) => (
                 Phase::Deleted,
@@ -93,6 +96,6 @@ impl Engine {
             ),
         };
         self.record(transition(RolloutRef::Seq(rollout), Phase::Progressing, to), event).await?;
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 }

@@ -7,12 +7,12 @@ use keelson_core::ledger::{RolloutRef, Transition};
 use keelson_core::{Apps, Event, Phase};
 use keelson_provider_api::{Outcome, ResourceId};
 
-use super::{Engine, error_class, key, recorded};
+use super::{Ctx, error_class, key, recorded};
 use crate::ledger::LedgerEntry;
 
-impl Engine {
+impl Ctx {
     /// Rebuilds the fleet from the ledger and settles intents a crash left open.
-    pub(super) async fn resume(&mut self) -> Result<()> {
+    pub(super) async fn resume(&self) -> Result<()> {
         let mut apps = Apps::new();
         let mut after = 0;
         loop {
@@ -24,13 +24,13 @@ impl Engine {
         if after > 0 {
             self.metrics.ledger_head.set(after);
         }
-        let now = self.now();
-        for status in apps.values() {
-            if status.phase == Phase::Progressing {
-                self.started.insert(status.name.clone(), now);
-            }
+        let counts = keelson_core::fleet::counts(&apps);
+        self.metrics.set_app_counts(counts.iter().map(|(k, v)| (*k, *v)));
+        {
+            let mut fleet = self.fleet.write().unwrap_or_else(|e| e.into_inner());
+            fleet.apps = apps;
+            fleet.head = after;
         }
-        self.fleet.write().unwrap_or_else(|e| e.into_inner()).apps = apps;
         for entry in self.ledger.open_intents().await? {
             let Event::Intent(intent) = entry.event()? else {
                 anyhow::bail!("ledger entry {} is listed as an open intent but records a {}", entry.seq, entry.action);
@@ -42,7 +42,7 @@ impl Engine {
 
     /// An intent without an outcome: the daemon stopped between the two. Observe the provider and
     /// record what really happened.
-    async fn settle_open_intent(&mut self, entry: &LedgerEntry, intent: Intent) -> Result<()> {
+    async fn settle_open_intent(&self, entry: &LedgerEntry, intent: Intent) -> Result<()> {
         let app = entry.app.clone();
         let delete = matches!(intent.op, IntentOp::Delete { .. });
         tracing::warn!(app, seq = entry.seq, delete, "found an open intent from an interrupted run; settling it");
@@ -86,9 +86,6 @@ impl Engine {
                 }),
             ),
         };
-        if to == Phase::Progressing {
-            self.started.insert(app.clone(), self.now());
-        }
         self.record(transition(to), event).await?;
         Ok(())
     }

@@ -11,34 +11,35 @@ use keelson_manifest::{CommitId, Digest, LoadedApp};
 use keelson_provider_api::{ErrorClass, RenderCtx, ResourceId, Variant};
 
 use super::backoff::Backoff;
-use super::{Engine, app_prunes, error_class, key, recorded, short};
+use super::{Ctx, Desired, app_prunes, error_class, key, recorded, short};
 use crate::crash::{crash_point, point};
 use crate::policy::Verdict;
-use crate::source::Snapshot;
 
-impl Engine {
-    /// Starts a rollout of `app`.
+impl Ctx {
+    /// Starts a rollout of `app`: plan, intent, the provider calls, their outcome. `retry_of`
+    /// names the commit whose `Keelson-Retry` trailer it consumes.
     pub(super) async fn rollout(
-        &mut self,
+        &self,
         app: &LoadedApp,
         from: Phase,
-        snapshot: &Snapshot,
+        desired: &Desired,
         verdicts: &[Verdict],
+        retry_of: Option<String>,
     ) -> Result<()> {
         let name = app.app.metadata.name.clone();
-        self.previous.insert(name.clone(), app.app.clone());
+        let commit = desired.commit.clone().unwrap_or_default();
         let instance = match self.providers.workloads(&app.app.spec.placement.cluster) {
             Ok(i) => i,
             Err(message) => {
                 return self
-                    .fail_before_start(app, from, snapshot, FailReason::NoProvider, message, ErrorClass::Terminal)
+                    .fail_before_start(app, from, &commit, FailReason::NoProvider, message, ErrorClass::Terminal)
                     .await;
             }
         };
         let bound = self.providers.instances.get(&instance)?.clone();
         let ctx = RenderCtx {
             instance: instance.clone(),
-            revision: CommitId::new(snapshot.commit.clone()),
+            revision: CommitId::new(commit.clone()),
             digest: Digest::new(app.digest.clone()),
             variant: Variant::Stable,
             weight: 100,
@@ -49,7 +50,7 @@ impl Engine {
                 // A plugin that is down or restarting renders again later; a bad render is quarantined.
                 let class = e.class();
                 return self
-                    .fail_before_start(app, from, snapshot, FailReason::RenderFailed, e.to_string(), class)
+                    .fail_before_start(app, from, &commit, FailReason::RenderFailed, e.to_string(), class)
                     .await;
             }
         };
@@ -64,7 +65,7 @@ impl Engine {
         let observed = bound.provider.observe(&ids).await;
         let transition = |rollout, from, to| Transition {
             app: &name,
-            desired_commit: &snapshot.commit,
+            desired_commit: &commit,
             desired_digest: &app.digest,
             rollout: Some(rollout),
             from,
@@ -77,7 +78,9 @@ impl Engine {
             steps: Some(1),
             changes: keelson_core::diff::resource_changes(&resources, &observed, &stale),
             verdicts: verdicts.to_vec(),
-            message: format!("rolling out {} from {}", short(&app.digest), short(&snapshot.commit)),
+            message: format!("rolling out {} from {}", short(&app.digest), short(&commit)),
+            deadline: Some(keelson_core::ledger::format_at(self.now() + self.settings.progress_deadline)),
+            retry_of,
         };
         let planned = self.record(transition(RolloutRef::StartsHere, from, Phase::Planned), Event::Plan(plan)).await?;
         let rollout = planned.seq;
@@ -93,7 +96,6 @@ impl Engine {
             .record(transition(RolloutRef::Seq(rollout), Phase::Planned, Phase::Progressing), Event::Intent(intent))
             .await?;
         crash_point(point::AFTER_INTENT);
-        self.started.insert(name.clone(), self.now());
         let mut outcomes = Vec::new();
         let mut failure: Option<(String, ErrorClass)> = None;
         for r in &resources {
@@ -155,10 +157,10 @@ impl Engine {
     /// Records a rollout that could not start (no provider, render error): Failed, and
     /// quarantined unless the error is transient (then retried after a backoff).
     async fn fail_before_start(
-        &mut self,
+        &self,
         app: &LoadedApp,
         from: Phase,
-        snapshot: &Snapshot,
+        commit: &str,
         reason: FailReason,
         message: String,
         class: ErrorClass,
@@ -167,7 +169,7 @@ impl Engine {
         let message = self.with_retry_advice(&app.app.metadata.name, message, class);
         let transition = Transition {
             app: &app.app.metadata.name,
-            desired_commit: &snapshot.commit,
+            desired_commit: commit,
             desired_digest: &app.digest,
             rollout: None,
             from,
@@ -188,11 +190,12 @@ impl Engine {
 
     /// The failure message with what happens next; a transient failure starts (or extends) the
     /// app's backoff.
-    fn with_retry_advice(&mut self, app: &str, message: String, class: ErrorClass) -> String {
+    fn with_retry_advice(&self, app: &str, message: String, class: ErrorClass) -> String {
         match class {
             ErrorClass::Transient => {
-                let next = Backoff::after(self.backoff.get(app).copied(), self.now());
-                self.backoff.insert(app.to_owned(), next);
+                let mut backoff = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
+                let next = Backoff::after(backoff.get(app).copied(), self.now());
+                backoff.insert(app.to_owned(), next);
                 format!("{message}; retrying after a backoff")
             }
             ErrorClass::Conflict => format!(

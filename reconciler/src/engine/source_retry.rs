@@ -8,7 +8,6 @@ use tokio::time::Instant;
 
 use super::Engine;
 use super::state::SourceError;
-use crate::ledger::WriteState;
 
 /// First wait after a failure.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -60,7 +59,7 @@ impl Engine {
     /// Reads the tracked branch and loads its commit if it moved, keeping the outcome visible.
     pub(super) async fn sync_source(&mut self) {
         let head = {
-            let (repo, branch) = (self.repo.clone(), self.settings.branch.clone());
+            let (repo, branch) = (self.ctx.repo.clone(), self.ctx.settings.branch.clone());
             tokio::task::spawn_blocking(move || repo.branch_head(&branch).ok().flatten()).await.ok().flatten()
         };
         // Wake-ups before the backoff is over (the poll, a touch of the ref) retry only a new head.
@@ -70,9 +69,9 @@ impl Engine {
         match self.on_ref_moved().await {
             Ok(()) => {
                 if self.source_retry.succeeded() {
-                    tracing::info!(branch = self.settings.branch, "the source can be read again");
+                    tracing::info!(branch = self.ctx.settings.branch, "the source can be read again");
                 }
-                self.fleet.write().unwrap_or_else(|e| e.into_inner()).source.error = None;
+                self.ctx.fleet.write().unwrap_or_else(|e| e.into_inner()).source.error = None;
             }
             Err(e) => {
                 let message = format!("{e:#}");
@@ -80,7 +79,7 @@ impl Engine {
                 self.source_retry.commit.clone_from(&head);
                 let commit = head;
                 tracing::error!(
-                    branch = self.settings.branch,
+                    branch = self.ctx.settings.branch,
                     commit = commit.as_deref().unwrap_or("(unresolved)"),
                     attempts = self.source_retry.attempts,
                     retry_in_ms = delay.as_millis() as u64,
@@ -94,15 +93,9 @@ impl Engine {
                     attempts: self.source_retry.attempts,
                     retry_in_ms: delay.as_millis() as u64,
                 };
-                self.fleet.write().unwrap_or_else(|e| e.into_inner()).source.error = Some(error);
+                self.ctx.fleet.write().unwrap_or_else(|e| e.into_inner()).source.error = Some(error);
             }
         }
-    }
-
-    /// False while the ledger is known to be swapped: nothing can be recorded, so nothing is done
-    /// (no provider is called, not even to check health, whose outcome could not be recorded).
-    pub(super) fn ledger_accepts_work(&self) -> bool {
-        !matches!(self.ledger.write_state(), WriteState::Replaced { .. })
     }
 }
 

@@ -23,6 +23,9 @@ pub struct Fleet {
     pub providers: crate::providers::ProvidersStatus,
     /// Daemon config settings accepted but not carried out (see `keelson_manifest::not_built`).
     pub config_not_built: Vec<String>,
+    /// Seq of the last ledger entry folded into `apps` (whoever appended it).
+    #[serde(skip)]
+    pub head: i64,
 }
 
 /// The source as last seen.
