@@ -115,11 +115,9 @@ pub fn bind_to_kubernetes(
     anyhow::ensure!(kubeconfig.is_file(), "--kubeconfig {}: no such file", kubeconfig.display());
     let mut settings = serde_json::Map::new();
     settings.insert("kubeconfig".into(), serde_json::Value::String(kubeconfig.display().to_string()));
-    let providers = [(
-        "kubernetes".to_owned(),
-        keelson_manifest::config::ProviderConfig { kind: "kubernetes".into(), settings },
-    )]
-    .into();
+    let providers =
+        [("kubernetes".to_owned(), keelson_manifest::config::ProviderConfig { kind: "kubernetes".into(), settings })]
+            .into();
     let mut clusters = std::collections::BTreeMap::new();
     let apps = dir.join("apps");
     for entry in std::fs::read_dir(&apps).with_context(|| format!("reading {}", apps.display()))? {
