@@ -16,6 +16,22 @@ fn start_server() -> (tokio::runtime::Runtime, TestServer) {
     (rt, server)
 }
 
+/// (kind, namespace/name) of the service accounts and services Keelson manages in the namespaces
+/// of the apps that stay.
+fn keelson_objects(server: &TestServer) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for ns in ["web", "platform", "ml"] {
+        for kind in ["ServiceAccount", "Service"] {
+            for o in server.list("v1", kind, Some(ns)).unwrap() {
+                if o["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "keelson" {
+                    out.push((kind.to_owned(), format!("{ns}/{}", o["metadata"]["name"].as_str().unwrap())));
+                }
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn up_with_a_kubeconfig_applies_the_template_and_prunes_exactly_a_removed_apps_objects() {
     let (rt, server) = start_server();
@@ -61,17 +77,7 @@ fn up_with_a_kubeconfig_applies_the_template_and_prunes_exactly_a_removed_apps_o
     assert!(server.get("v1", "Service", Some("platform"), "postgres").unwrap().is_some());
 
     // Remove one app: exactly its objects are pruned, everything else stays.
-    let before: Vec<(String, String)> = ["web", "platform", "ml"]
-        .iter()
-        .flat_map(|ns| {
-            ["ServiceAccount", "Service"].iter().flat_map(move |kind| {
-                server.list("v1", kind, Some(ns)).unwrap().into_iter().filter_map(move |o| {
-                    (o["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "keelson")
-                        .then(|| (kind.to_string(), o["metadata"]["name"].as_str().unwrap().to_owned()))
-                })
-            })
-        })
-        .collect();
+    let before = keelson_objects(&server);
     assert!(server.get("apps/v1", "Deployment", Some("payments"), "order-worker").unwrap().is_some());
     git(&repo, &["rm", "-rq", "apps/order-worker"]);
     git(&repo, &["commit", "-qm", "Retire order-worker"]);
@@ -80,17 +86,7 @@ fn up_with_a_kubeconfig_applies_the_template_and_prunes_exactly_a_removed_apps_o
             && server.get("v1", "ServiceAccount", Some("payments"), "order-worker").unwrap().is_none();
         gone.then_some(())
     });
-    let after: Vec<(String, String)> = ["web", "platform", "ml"]
-        .iter()
-        .flat_map(|ns| {
-            ["ServiceAccount", "Service"].iter().flat_map(move |kind| {
-                server.list("v1", kind, Some(ns)).unwrap().into_iter().filter_map(move |o| {
-                    (o["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "keelson")
-                        .then(|| (kind.to_string(), o["metadata"]["name"].as_str().unwrap().to_owned()))
-                })
-            })
-        })
-        .collect();
+    let after = keelson_objects(&server);
     assert_eq!(before, after, "other apps' objects are untouched");
     for (ns, name) in [("web", "storefront"), ("platform", "postgres"), ("ml", "llm-inference")] {
         assert!(server.get("apps/v1", "Deployment", Some(ns), name).unwrap().is_some(), "{name} survived");
