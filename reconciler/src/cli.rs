@@ -103,6 +103,10 @@ pub struct UpArgs {
     /// Address of the status API (`127.0.0.1:0` picks a free port).
     #[arg(long, default_value = "127.0.0.1:7420")]
     pub listen: SocketAddr,
+    /// Run the workloads of every cluster the repository names on this Kubernetes cluster
+    /// (provider instance `kubernetes`) instead of the simulator.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
     #[command(flatten)]
     pub tuning: Tuning,
 }
@@ -369,6 +373,11 @@ async fn run(command: Command) -> Result<ExitCode> {
 async fn up(args: UpArgs) -> Result<ExitCode> {
     let created = crate::init::prepare_demo(&args.dir)?;
     let dir = args.dir.clone();
+    let (providers, clusters) = match &args.kubeconfig {
+        None => Default::default(),
+        Some(kubeconfig) => crate::init::bind_to_kubernetes(&dir, kubeconfig)?,
+    };
+    let on_kubernetes = args.kubeconfig.clone();
     let opts = DaemonOptions {
         repo: dir.clone(),
         branch: "main".into(),
@@ -381,8 +390,8 @@ async fn up(args: UpArgs) -> Result<ExitCode> {
         sim_rollout_time: args.tuning.sim_rollout_time,
         progress_deadline: args.tuning.progress_deadline,
         concurrency: args.tuning.concurrency.map_or(crate::daemon::DEFAULT_CONCURRENCY, |n| n as usize),
-        providers: Default::default(),
-        clusters: Default::default(),
+        providers,
+        clusters,
         not_built: Vec::new(),
         safeguards: args.tuning.safeguards,
     };
@@ -396,7 +405,10 @@ async fn up(args: UpArgs) -> Result<ExitCode> {
         println!("  listening on http://{addr}");
         println!("  status page   http://{addr}/   JSON: http://{addr}/api/v1/apps");
         println!("  audit ledger  {database}");
-        println!("  simulator     {}", data_dir.join("sim.db").display());
+        match &on_kubernetes {
+            Some(kubeconfig) => println!("  kubernetes    {} (every cluster's workloads)", kubeconfig.display()),
+            None => println!("  simulator     {}", data_dir.join("sim.db").display()),
+        }
         println!();
         println!("Try a change (in another terminal):");
         println!("  sed -i 's/replicas: 3/replicas: 5/' {d}/apps/{app}/deploy.yaml");

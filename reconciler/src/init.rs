@@ -101,3 +101,37 @@ mod tests {
         assert!(init_repo(&dir).is_err(), "init refuses a non-empty directory");
     }
 }
+
+/// `keelson up --kubeconfig FILE`: one `kubernetes` instance on that kubeconfig, bound as the
+/// workloads provider of every cluster the repository's apps name.
+pub fn bind_to_kubernetes(
+    dir: &Path,
+    kubeconfig: &Path,
+) -> Result<(
+    std::collections::BTreeMap<String, keelson_manifest::config::ProviderConfig>,
+    std::collections::BTreeMap<String, keelson_manifest::config::ClusterBinding>,
+)> {
+    let kubeconfig = std::path::absolute(kubeconfig).with_context(|| format!("reading {}", kubeconfig.display()))?;
+    anyhow::ensure!(kubeconfig.is_file(), "--kubeconfig {}: no such file", kubeconfig.display());
+    let mut settings = serde_json::Map::new();
+    settings.insert("kubeconfig".into(), serde_json::Value::String(kubeconfig.display().to_string()));
+    let providers =
+        [("kubernetes".to_owned(), keelson_manifest::config::ProviderConfig { kind: "kubernetes".into(), settings })]
+            .into();
+    let mut clusters = std::collections::BTreeMap::new();
+    let apps = dir.join("apps");
+    for entry in std::fs::read_dir(&apps).with_context(|| format!("reading {}", apps.display()))? {
+        let deploy = entry?.path().join("deploy.yaml");
+        let Ok(bytes) = std::fs::read(&deploy) else { continue };
+        // Files that do not parse are the daemon's to report, with their positions.
+        let Ok(documents) = keelson_manifest::yaml::parse(&deploy.display().to_string(), &bytes) else { continue };
+        for doc in documents {
+            if let Some(cluster) = doc.value.pointer("/spec/placement/cluster").and_then(serde_json::Value::as_str) {
+                let binding =
+                    keelson_manifest::config::ClusterBinding { workloads: "kubernetes".into(), ..Default::default() };
+                clusters.insert(cluster.to_owned(), binding);
+            }
+        }
+    }
+    Ok((providers, clusters))
+}

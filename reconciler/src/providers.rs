@@ -12,6 +12,7 @@ use keelson_provider_api::registry::{ClusterBinding, InstanceSpec, PlacementProb
 use keelson_provider_api::{
     BuildEnv, Capability, ClusterBindings, Factories, InstanceName, Instances, Renderer, Role, SystemClock,
 };
+use keelson_provider_kubernetes::KubeFactory;
 use keelson_provider_plugin::PluginFactory;
 use keelson_provider_sim::{SimConfig, SimFactory};
 use serde::Serialize;
@@ -24,6 +25,7 @@ pub fn factories(sim_defaults: SimConfig) -> Factories {
     let mut factories = Factories::new();
     factories.register(Arc::new(SimFactory::new(sim_defaults)));
     factories.register(Arc::new(PluginFactory));
+    factories.register(Arc::new(KubeFactory));
     factories
 }
 
