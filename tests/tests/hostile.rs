@@ -108,8 +108,8 @@ fn a_slow_rego_rule_blocks_its_apps_and_the_rest_of_the_fleet_proceeds() {
         "127.0.0.1:0",
         "--sim-rollout-time",
         "200ms",
-        "--pass-budget",
-        "1s",
+        "--concurrency",
+        "2",
         "--log-level",
         "info,keelson::engine=debug",
     ];
