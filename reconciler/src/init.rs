@@ -74,34 +74,6 @@ fn git(dir: &Path, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn template_has_apps_policies_and_ignores_local_state() {
-        let paths: Vec<&str> = TEMPLATE.iter().map(|(p, _)| *p).collect();
-        assert!(paths.iter().filter(|p| p.starts_with("apps/") && p.ends_with("/deploy.yaml")).count() >= 3);
-        assert!(paths.iter().any(|p| p.starts_with("policies/")));
-        let ignore = TEMPLATE.iter().find(|(p, _)| *p == ".gitignore").expect("template has .gitignore").1;
-        assert!(String::from_utf8_lossy(ignore).contains(".keelson/"));
-    }
-
-    #[test]
-    fn demo_dir_rules() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("demo");
-        assert!(prepare_demo(&dir).unwrap(), "absent directory gets a new repository");
-        assert!(!prepare_demo(&dir).unwrap(), "a git repository is reused");
-        let other = tmp.path().join("other");
-        std::fs::create_dir(&other).unwrap();
-        std::fs::write(other.join("x"), "y").unwrap();
-        let err = prepare_demo(&other).unwrap_err().to_string();
-        assert!(err.contains("neither empty nor a git repository"), "{err}");
-        assert!(init_repo(&dir).is_err(), "init refuses a non-empty directory");
-    }
-}
-
 /// `keelson up --kubeconfig FILE`: one `kubernetes` instance on that kubeconfig, bound as the
 /// workloads provider of every cluster the repository's apps name.
 pub fn bind_to_kubernetes(
@@ -134,4 +106,32 @@ pub fn bind_to_kubernetes(
         }
     }
     Ok((providers, clusters))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_has_apps_policies_and_ignores_local_state() {
+        let paths: Vec<&str> = TEMPLATE.iter().map(|(p, _)| *p).collect();
+        assert!(paths.iter().filter(|p| p.starts_with("apps/") && p.ends_with("/deploy.yaml")).count() >= 3);
+        assert!(paths.iter().any(|p| p.starts_with("policies/")));
+        let ignore = TEMPLATE.iter().find(|(p, _)| *p == ".gitignore").expect("template has .gitignore").1;
+        assert!(String::from_utf8_lossy(ignore).contains(".keelson/"));
+    }
+
+    #[test]
+    fn demo_dir_rules() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("demo");
+        assert!(prepare_demo(&dir).unwrap(), "absent directory gets a new repository");
+        assert!(!prepare_demo(&dir).unwrap(), "a git repository is reused");
+        let other = tmp.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        std::fs::write(other.join("x"), "y").unwrap();
+        let err = prepare_demo(&other).unwrap_err().to_string();
+        assert!(err.contains("neither empty nor a git repository"), "{err}");
+        assert!(init_repo(&dir).is_err(), "init refuses a non-empty directory");
+    }
 }
