@@ -294,7 +294,6 @@ fn design_config_parses() {
             not_built("/source/allowedSigners", Severity::Warning),
             not_built("/status/pushInterval", Severity::Warning),
             not_built("/drift", Severity::Warning),
-            not_built("/concurrency", Severity::Warning),
             not_built("/clusters/prod-east/capacity", Severity::Warning),
             not_built("/clusters/prod-east/mesh", Severity::Warning),
             not_built("/clusters/prod-east/metrics", Severity::Warning),
