@@ -7,9 +7,7 @@ use serde_json::json;
 use super::*;
 
 fn app(name: &str) -> App {
-    let mut app = App::default();
-    app.api_version = keelson_manifest::API_VERSION.into();
-    app.kind = "App".into();
+    let mut app = App { api_version: keelson_manifest::API_VERSION.into(), kind: "App".into(), ..Default::default() };
     app.metadata.name = name.into();
     app.metadata.team = Some("web".into());
     app.spec.image =
