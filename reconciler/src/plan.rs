@@ -400,16 +400,16 @@ fn gpus(app: &keelson_manifest::App) -> u64 {
 }
 
 fn strategy(app: &keelson_manifest::App) -> String {
-    app.spec.strategy.as_ref().and_then(|s| serde_json::to_value(s.kind).ok()).and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_else(|| "direct".into())
+    app.spec
+        .strategy
+        .as_ref()
+        .and_then(|s| serde_json::to_value(s.kind).ok())
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "direct".into())
 }
 
 /// Where the fields at `pointers` are written in the app's file at head (via its YAML spans).
-fn locate_fields(
-    repo: &gix::Repository,
-    files: &[RepoFile],
-    app: &LoadedApp,
-    pointers: &[String],
-) -> Vec<Location> {
+fn locate_fields(repo: &gix::Repository, files: &[RepoFile], app: &LoadedApp, pointers: &[String]) -> Vec<Location> {
     if pointers.is_empty() {
         return Vec::new();
     }
@@ -419,8 +419,9 @@ fn locate_fields(
         .and_then(|f| crate::source::read_blob(repo, &f.blob_id).ok())
         .and_then(|bytes| keelson_manifest::yaml::parse(&app.file, &bytes).ok())
         .and_then(|docs| {
-            docs.into_iter()
-                .find(|d| d.value.pointer("/metadata/name").and_then(Value::as_str) == Some(app.app.metadata.name.as_str()))
+            docs.into_iter().find(|d| {
+                d.value.pointer("/metadata/name").and_then(Value::as_str) == Some(app.app.metadata.name.as_str())
+            })
         })
         .map(|d| d.spans);
     pointers
@@ -437,7 +438,12 @@ fn rule_at(v: &Verdict) -> Location {
 }
 
 /// Per-resource plan of two renders; with `prune` off, what the app stops rendering is kept.
-fn plan_resources(before: &[DesiredResource], after: &[DesiredResource], prune: bool, removed: bool) -> Vec<ResourcePlan> {
+fn plan_resources(
+    before: &[DesiredResource],
+    after: &[DesiredResource],
+    prune: bool,
+    removed: bool,
+) -> Vec<ResourcePlan> {
     let mut out = Vec::new();
     for r in after {
         match before.iter().find(|b| b.id == r.id) {
@@ -493,7 +499,8 @@ pub async fn plan_revisions(
     let head_rev = load_revision(repo, head, path)?;
     let local = repo.local();
     let (b, h) = (&base_rev.outcome.desired, &head_rev.outcome.desired);
-    let freeze_override = crate::source::trailer_values(&head_rev.message, "Keelson-Freeze-Override").into_iter().next();
+    let freeze_override =
+        crate::source::trailer_values(&head_rev.message, "Keelson-Freeze-Override").into_iter().next();
     let mut summary = Summary::default();
     let mut changes = Vec::new();
     let mut windows: BTreeMap<(String, String), FreezeWindowView> = BTreeMap::new();
@@ -651,12 +658,17 @@ pub async fn plan_revisions(
         }
         risks.push(Risk { kind: RiskKind::PruneShare, app: None, message });
     }
-    let freeze = (!windows.is_empty()).then(|| FreezeNotice { windows: windows.into_values().collect(), apps: frozen_apps });
+    let freeze =
+        (!windows.is_empty()).then(|| FreezeNotice { windows: windows.into_values().collect(), apps: frozen_apps });
     if let Some(f) = freeze.as_ref().filter(|f| !f.apps.is_empty()) {
         risks.push(Risk {
             kind: RiskKind::Freeze,
             app: None,
-            message: format!("a freeze window holds {} change{}", f.apps.len(), if f.apps.len() == 1 { "" } else { "s" }),
+            message: format!(
+                "a freeze window holds {} change{}",
+                f.apps.len(),
+                if f.apps.len() == 1 { "" } else { "s" }
+            ),
         });
     }
     Ok(RevisionPlan {

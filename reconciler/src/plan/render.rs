@@ -173,7 +173,11 @@ pub fn render_text(plan: &RevisionPlan) -> String {
     }
     let _ = writeln!(out, "\n{}", counts(&plan.summary));
     if let Some(f) = &plan.freeze {
-        let held = if f.apps.is_empty() { "holds no change of this plan".to_owned() } else { format!("holds {}", f.apps.join(", ")) };
+        let held = if f.apps.is_empty() {
+            "holds no change of this plan".to_owned()
+        } else {
+            format!("holds {}", f.apps.join(", "))
+        };
         let _ = writeln!(out, "\nFreeze: {} open, {held}", plural(f.windows.len(), "window", "windows"));
         for w in &f.windows {
             let state = if w.blocking { "" } else { " (overridden)" };
@@ -325,7 +329,11 @@ pub fn render_markdown(plan: &RevisionPlan) -> String {
     if let Some(f) = &plan.freeze {
         let held: Vec<String> = f.apps.iter().map(|a| code(a)).collect();
         let held = if held.is_empty() { "no change of this plan".to_owned() } else { held.join(", ") };
-        let _ = writeln!(out, "> :snowflake: **Freeze**: {} open, holding {held}", plural(f.windows.len(), "window", "windows"));
+        let _ = writeln!(
+            out,
+            "> :snowflake: **Freeze**: {} open, holding {held}",
+            plural(f.windows.len(), "window", "windows")
+        );
         for w in &f.windows {
             let state = if w.blocking { "" } else { " (overridden)" };
             let _ = writeln!(
@@ -419,9 +427,14 @@ pub fn render_markdown(plan: &RevisionPlan) -> String {
         out.push('\n');
     }
     for c in plan.changes.iter().filter(|c| c.render_error.is_some() && c.change != ChangeKind::Removed) {
-        let _ = writeln!(out, ":x: {} cannot be rendered: {}\n", code(&c.app), md(c.render_error.as_deref().unwrap_or("")));
+        let _ =
+            writeln!(out, ":x: {} cannot be rendered: {}\n", code(&c.app), md(c.render_error.as_deref().unwrap_or("")));
     }
-    for c in plan.changes.iter().filter(|c| matches!(c.change, ChangeKind::Added | ChangeKind::Changed | ChangeKind::Removed)) {
+    for c in plan
+        .changes
+        .iter()
+        .filter(|c| matches!(c.change, ChangeKind::Added | ChangeKind::Changed | ChangeKind::Removed))
+    {
         if c.resources.is_empty() && c.fields.is_empty() {
             continue;
         }

@@ -73,7 +73,11 @@ fn fixture() -> (tempfile::TempDir, GitRepo) {
     git(root, &["add", "-A"]);
     git(root, &["commit", "-qm", "base"]);
     git(root, &["checkout", "-qb", "change"]);
-    write(root, "apps/web/deploy.yaml", &web("    nodePool:\n      serverClass: gp.vs1.large-iad\n      maxBid: \"0.08\"\n"));
+    write(
+        root,
+        "apps/web/deploy.yaml",
+        &web("    nodePool:\n      serverClass: gp.vs1.large-iad\n      maxBid: \"0.08\"\n"),
+    );
     write(root, "apps/trainer/deploy.yaml", &trainer(2, ""));
     std::fs::remove_dir_all(root.join("apps/legacy")).unwrap();
     std::fs::remove_dir_all(root.join("apps/batch")).unwrap();
@@ -205,8 +209,12 @@ fn snapshot(name: &str, actual: &str) {
     }
     let expected = std::fs::read_to_string(&path).unwrap_or_default();
     if expected != actual {
-        let diff = similar::TextDiff::from_lines(&expected, actual).unified_diff().header("snapshot", "now").to_string();
-        panic!("{} differs from this output; review, then re-run with KEELSON_BLESS=1 to accept:\n{diff}", path.display());
+        let diff =
+            similar::TextDiff::from_lines(&expected, actual).unified_diff().header("snapshot", "now").to_string();
+        panic!(
+            "{} differs from this output; review, then re-run with KEELSON_BLESS=1 to accept:\n{diff}",
+            path.display()
+        );
     }
 }
 
