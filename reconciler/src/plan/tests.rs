@@ -222,5 +222,12 @@ fn snapshot(name: &str, actual: &str) {
 async fn text_and_markdown_match_their_snapshots() {
     let (_dir, plan) = plan().await;
     snapshot("plan.txt", &render_text(&plan));
-    snapshot("plan.md", &render_markdown(&plan));
+    let md = render_markdown(&plan);
+    snapshot("plan.md", &md);
+    let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/pr-review.md");
+    let doc = std::fs::read_to_string(&doc).unwrap();
+    assert!(
+        doc.contains(md.trim_end()),
+        "the sample comment of docs/pr-review.md is not this output; paste src/plan/snapshots/plan.md into it"
+    );
 }
