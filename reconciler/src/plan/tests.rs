@@ -23,7 +23,12 @@ fn git(dir: &Path, args: &[&str]) {
         .args(["-c", "user.name=Test", "-c", "user.email=test@example.com", "-c", "commit.gpgsign=false"])
         .args(args)
         .current_dir(dir)
-        // Fixed dates: the commit ids (shown in the plan's header) are the same on every run.
+        // A fixed identity and dates (the environment's win over `-c`): the commit ids shown in
+        // the plan's header are the same on every machine and under scripts/test.
+        .env("GIT_AUTHOR_NAME", "Test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.com")
+        .env("GIT_COMMITTER_NAME", "Test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.com")
         .env("GIT_AUTHOR_DATE", "2026-12-01T12:00:00Z")
         .env("GIT_COMMITTER_DATE", "2026-12-01T12:00:00Z")
         .output()
