@@ -9,6 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod fleet;
+
+use self::fleet::{FailOn, ObjectFormat, ServerArgs, WaitFor};
 use crate::daemon::{self, DaemonOptions};
 use crate::ledger::{AuditQuery, Ledger};
 use crate::record::StatusBranch;
@@ -74,12 +77,53 @@ pub enum Command {
     },
     /// Show what moving the tracked branch from BASE to HEAD would change, app by app.
     Plan(PlanArgs),
-    /// Show the fleet as the daemon sees it.
+    /// Show the fleet as the daemon sees it; exit 1 when an app is in a state --fail-on names.
     Status {
-        /// Status API of the daemon.
-        #[arg(long, env = "KEELSON_SERVER", default_value = "http://127.0.0.1:7420")]
-        server: String,
-        #[arg(long, value_enum, default_value_t = Format::Text)]
+        #[command(flatten)]
+        server: ServerArgs,
+        #[arg(long, short = 'o', value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// App states that make the command exit 1 (comma-separated; `none` never fails).
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "failed")]
+        fail_on: Vec<FailOn>,
+    },
+    /// Show apps of a running daemon (`get apps`, `get app NAME`), like `kubectl get`.
+    #[command(subcommand)]
+    Get(GetCommand),
+    /// An app's transitions from the audit ledger of a running daemon, oldest first.
+    History {
+        /// The app.
+        app: String,
+        #[command(flatten)]
+        server: ServerArgs,
+        #[arg(long, short = 'o', value_enum, default_value_t = ObjectFormat::Table)]
+        format: ObjectFormat,
+    },
+    /// Wait until an app is healthy or synced (for CI pipelines, like `argocd app wait`): exit 0
+    /// when it is, 1 when it fails, is blocked by anything but a freeze, or the timeout passes.
+    Wait {
+        /// The app.
+        app: String,
+        /// What to wait for.
+        #[arg(long = "for", value_enum, default_value_t = WaitFor::Healthy)]
+        condition: WaitFor,
+        /// Longest wait (`90s`, `5m`).
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        timeout: Duration,
+        /// Time between two looks.
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        interval: Duration,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Print a shell completion script (`source <(keelson completion bash)`).
+    Completion {
+        /// The shell.
+        shell: CompletionShell,
+    },
+    /// Print the version of this keelson.
+    Version {
+        #[arg(long, short = 'o', value_enum, default_value_t = Format::Text)]
         format: Format,
     },
     /// Inspect and verify the audit ledger.
@@ -92,6 +136,43 @@ pub enum Command {
     Schema {
         /// `App`, `Policy` or `Config` (case-insensitive).
         kind: Option<String>,
+    },
+}
+
+/// Shells `keelson completion` writes scripts for.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GetCommand {
+    /// Every app: a table (or `-o json|yaml`); `--watch` prints again on every change.
+    Apps {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[arg(long, short = 'o', value_enum, default_value_t = ObjectFormat::Table)]
+        format: ObjectFormat,
+        /// Keep looking and print the list again whenever it changes, until --watch-timeout.
+        #[arg(long, short = 'w')]
+        watch: bool,
+        /// Time between two looks while watching.
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        interval: Duration,
+        /// How long --watch runs before it exits 0.
+        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        watch_timeout: Duration,
+    },
+    /// One app in full: phase, reason, commits, digests, resources, last transition.
+    App {
+        /// The app.
+        name: String,
+        #[command(flatten)]
+        server: ServerArgs,
+        #[arg(long, short = 'o', value_enum, default_value_t = ObjectFormat::Table)]
+        format: ObjectFormat,
     },
 }
 
@@ -218,7 +299,7 @@ pub enum AuditCommand {
         /// Verify an export (`keelson audit export`) instead of a database.
         #[arg(long, conflicts_with = "database")]
         file: Option<PathBuf>,
-        #[arg(long, value_enum, default_value_t = Format::Text)]
+        #[arg(long, short = 'o', value_enum, default_value_t = Format::Text)]
         format: Format,
     },
     /// List ledger entries.
@@ -234,7 +315,7 @@ pub enum AuditCommand {
         /// At most this many entries.
         #[arg(long, default_value_t = 1000)]
         limit: i64,
-        #[arg(long, value_enum, default_value_t = Format::Text)]
+        #[arg(long, short = 'o', value_enum, default_value_t = Format::Text)]
         format: Format,
     },
     /// Write every entry as JSON lines to FILE (`-` for stdout), for offline verification.
@@ -313,18 +394,24 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, cli.log_level.as_deref());
+    // An error that stops a command is exit 2 (1 is for findings). The daemon keeps exit 1 for
+    // every failure, as its service managers and DESIGN.md expect.
+    let error_code = match cli.command {
+        Command::Up(_) | Command::Daemon(_) => ExitCode::FAILURE,
+        _ => ExitCode::from(2),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            return error_code;
         }
     };
     match runtime.block_on(run(cli.command)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            error_code
         }
     }
 }
@@ -364,7 +451,33 @@ async fn run(command: Command) -> Result<ExitCode> {
         }
         Command::Plan(args) => plan(args).await,
         Command::Provider(cmd) => provider(cmd).await,
-        Command::Status { server, format } => status(&server, format),
+        Command::Status { server, format, fail_on } => fleet::status(&server, format, &fail_on),
+        Command::Get(GetCommand::Apps { server, format, watch, interval, watch_timeout }) => {
+            fleet::get_apps(&server, format, watch.then_some((interval, watch_timeout)))
+        }
+        Command::Get(GetCommand::App { name, server, format }) => fleet::get_app(&server, &name, format),
+        Command::History { app, server, format } => fleet::history(&server, &app, format),
+        Command::Wait { app, condition, timeout, interval, server } => {
+            fleet::wait(&server, &app, condition, timeout, interval)
+        }
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            let shell = match shell {
+                CompletionShell::Bash => clap_complete::Shell::Bash,
+                CompletionShell::Zsh => clap_complete::Shell::Zsh,
+                CompletionShell::Fish => clap_complete::Shell::Fish,
+            };
+            clap_complete::generate(shell, &mut Cli::command(), "keelson", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Version { format } => {
+            let version = env!("CARGO_PKG_VERSION");
+            match format {
+                Format::Text => println!("keelson {version}"),
+                Format::Json => println!("{}", serde_json::json!({"version": version})),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Audit(cmd) => audit(cmd).await,
         Command::Schema { kind } => schema(kind.as_deref()),
     }
@@ -464,45 +577,14 @@ async fn plan(args: PlanArgs) -> Result<ExitCode> {
         None => Default::default(),
     };
     let renderers = crate::providers::Renderers::from_config(&config.providers, &config.clusters)?;
-    let plan = crate::plan::plan_revisions(&repo, &args.base, &args.head, &args.path, &renderers).await?;
+    let now = time::OffsetDateTime::now_utc();
+    let plan = crate::plan::plan_revisions(&repo, &args.base, &args.head, &args.path, &renderers, now).await?;
     match args.format {
         PlanFormat::Text => print!("{}", crate::plan::render_text(&plan)),
         PlanFormat::Markdown => print!("{}", crate::plan::render_markdown(&plan)),
         PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
     }
-    Ok(if plan.has_errors() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
-}
-
-fn status(server: &str, format: Format) -> Result<ExitCode> {
-    let url = format!("{}/api/v1/apps", server.trim_end_matches('/'));
-    let response = crate::client::get(&url, Duration::from_secs(5))?;
-    if response.status != 200 {
-        bail!("{url} answered {}: {}", response.status, response.body);
-    }
-    if format == Format::Json {
-        println!("{}", response.body);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let list: keelson_core::view::AppList = serde_json::from_str(&response.body)
-        .with_context(|| format!("{url} did not return the app list this keelson reads"))?;
-    let apps = list.apps;
-    println!("{:<24} {:<12} {:<5} {:<8} {:<13} MESSAGE", "APP", "PHASE", "SYNC", "STEP", "COMMIT");
-    for a in &apps {
-        let step = a.progress.as_ref().map_or_else(|| "-".to_owned(), |p| format!("{}/{}", p.step, p.of));
-        println!(
-            "{:<24} {:<12} {:<5} {:<8} {:<13} {}",
-            a.name,
-            a.phase,
-            if a.in_sync { "yes" } else { "no" },
-            step,
-            crate::engine::short(&a.desired_commit),
-            a.message
-        );
-    }
-    if apps.is_empty() {
-        println!("(no apps yet)");
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(if plan.has_findings() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 async fn provider(cmd: ProviderCommand) -> Result<ExitCode> {

@@ -1,23 +1,28 @@
-//! Plan: what a change to the state repository would do, as a typed field diff per app
-//! (for `keelson plan` and pull-request comments) and per resource (for the ledger).
+//! Plan: what moving the tracked branch from one revision to another would do, app by app, for
+//! `keelson plan` and pull-request comments: the typed field diff of each app, the objects its
+//! provider's renderer makes of it (no credentials), what policy and freeze windows say, and the
+//! risks a reviewer should look at. [`render`] turns a [`RevisionPlan`] into text and Markdown.
 
-use std::fmt::Write as _;
+pub mod render;
+
+use std::collections::BTreeMap;
 
 use anyhow::Result;
-use keelson_core::diff::{FieldChange, ResourceChange, diff_resources, field_diff};
+use keelson_core::diff::{FieldChange, field_diff};
 use keelson_core::event::ChangeKind as ResourceChangeKind;
-use keelson_manifest::{DesiredState, Diagnostic, LoadOutcome, Loader, RepoFile, Severity};
+use keelson_manifest::{DesiredState, Diagnostic, LoadOutcome, LoadedApp, Loader, RepoFile, Severity};
 use keelson_provider_api::{DesiredResource, RenderCtx, Variant};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::policy::{ChangeCtx, PolicySet, Verdict, VerdictKind, blocked_by};
+pub use self::render::{render_markdown, render_text};
+use crate::policy::{Block, ChangeCtx, PolicySet, Verdict, VerdictKind, blocked_by};
 use crate::source::GitRepo;
 
 /// The rendered resources of an app at one revision, or why it cannot be rendered.
 async fn render_at(
     renderers: &crate::providers::Renderers,
-    app: &keelson_manifest::LoadedApp,
+    app: &LoadedApp,
     commit: &str,
 ) -> Result<Vec<DesiredResource>, String> {
     let (instance, renderer) = renderers.for_cluster(&app.app.spec.placement.cluster)?;
@@ -35,25 +40,250 @@ async fn render_at(
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ChangeKind {
+    /// New at head.
     Added,
+    /// Its digest changed.
     Changed,
+    /// Gone at head: the daemon deletes what it applied.
     Removed,
+    /// Its manifest has errors at head: the daemon holds it as it runs (never prunes it).
+    Invalid,
 }
 
-/// One app's change between two revisions.
-#[derive(Debug, Clone, Serialize)]
-pub struct AppChange {
-    pub app: String,
-    pub change: ChangeKind,
+/// What the plan says about one app, most severe first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AppResult {
+    /// The manifest has errors: held.
+    Invalid,
+    /// The provider cannot render it: the rollout would fail.
+    CannotRender,
+    /// A rule, Rego module or quota denies the change.
+    Denied,
+    /// Only an open freeze window holds the change; it rolls out when the window closes.
+    Frozen,
+    /// Removed: its resources are deleted.
+    Deletes,
+    /// Admitted, with warnings.
+    Warned,
+    /// Admitted.
+    Clean,
+}
+
+/// Where an app runs, as its manifest places it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlacementView {
+    /// `spec.placement.cluster`.
+    pub cluster: String,
+    /// `spot` when the app asks for a node pool (bid capacity), else `on-demand`.
+    pub capacity: String,
+    /// The node pool's server class, for spot capacity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_class: Option<String>,
+    /// The node pool's highest bid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_bid: Option<String>,
+}
+
+impl PlacementView {
+    fn of(app: &keelson_manifest::App) -> Self {
+        let pool = app.spec.placement.node_pool.as_ref();
+        PlacementView {
+            cluster: app.spec.placement.cluster.clone(),
+            capacity: if pool.is_some() { "spot" } else { "on-demand" }.into(),
+            server_class: pool.map(|p| p.server_class.clone()),
+            max_bid: pool.and_then(|p| p.max_bid.clone()),
+        }
+    }
+}
+
+/// A place in a file of the repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Location {
+    /// Repository-relative path.
     pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub col: usize,
+    /// JSON pointer of the field, where the location is a field.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub pointer: String,
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.col)
+    }
+}
+
+/// A policy verdict with where it points: the rule in its policy, and the fields of the app.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanVerdict {
+    /// The verdict as the daemon records it.
+    #[serde(flatten)]
+    pub verdict: Verdict,
+    /// The rule (`file:line:col` in the policy or `.rego` module).
+    pub rule_at: Location,
+    /// The fields of the app the verdict is about (`file:line:col` in the app), where known.
+    pub fields_at: Vec<Location>,
+}
+
+/// One rendered resource and what the change does to it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourcePlan {
+    /// `instance:Kind/namespace/name`.
+    pub resource: String,
+    /// `create`, `update` or `delete`.
+    pub change: ResourceChangeKind,
+    /// The managed fields that change.
     pub fields: Vec<FieldChange>,
-    /// What policy says about this change (empty for removals).
-    pub verdicts: Vec<Verdict>,
+    /// The whole object as rendered at head (absent for a delete).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object: Option<Value>,
+    /// The object as rendered at base (absent for a create).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before: Option<Value>,
+    /// A resource the app no longer renders but that stays running because `sync.prune` is off.
+    pub kept: bool,
+}
+
+/// One app of the plan.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppChange {
+    /// The app.
+    pub app: String,
+    /// How it changes.
+    pub change: ChangeKind,
+    /// What the plan says about it.
+    pub result: AppResult,
+    /// Its manifest (at head; at base for a removed app).
+    pub file: String,
+    /// `metadata.team`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    /// Where it runs (at head; at base for a removed app; absent for an invalid one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub placement: Option<PlacementView>,
+    /// `spec.sync.prune` (at head; at base for a removed app).
+    pub prune: bool,
+    /// The fields of the manifest that change (every field for an added app).
+    pub fields: Vec<FieldChange>,
+    /// Policy verdicts other than freeze windows (those are the plan's one [`FreezeNotice`]).
+    pub verdicts: Vec<PlanVerdict>,
+    /// True when an open freeze window holds this change.
+    pub frozen: bool,
     /// The rendered resources this change creates, changes or deletes.
-    pub resources: Vec<ResourceChange>,
-    /// Why the app cannot be rendered at head (the rollout would fail), if it cannot.
+    pub resources: Vec<ResourcePlan>,
+    /// Why the app cannot be rendered at head, if it cannot.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub render_error: Option<String>,
+    /// The manifest's errors, for an invalid app.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<Diagnostic>,
+}
+
+impl AppChange {
+    /// Resources this change deletes (not those `sync.prune: false` keeps).
+    pub fn deletes(&self) -> impl Iterator<Item = &ResourcePlan> {
+        self.resources.iter().filter(|r| r.change == ResourceChangeKind::Delete && !r.kept)
+    }
+}
+
+/// An open freeze window (one notice for the whole plan, however many apps it holds).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FreezeWindowView {
+    /// The policy.
+    pub policy: String,
+    /// `freeze[i]`.
+    pub rule: String,
+    /// Its reason and when it opened and closes.
+    pub message: String,
+    /// False when the head commit overrides it (`Keelson-Freeze-Override: <reason>`).
+    pub blocking: bool,
+    /// Where the window is declared.
+    pub rule_at: Location,
+}
+
+/// Freeze windows open at the time of the plan and the changes they hold.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FreezeNotice {
+    /// The open windows.
+    pub windows: Vec<FreezeWindowView>,
+    /// The added and changed apps they hold (removals are not held by freeze windows).
+    pub apps: Vec<String>,
+}
+
+/// Something a reviewer should look at twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RiskKind {
+    /// The GPUs an app holds (replicas × `resources.gpu.count`) change.
+    GpuCount,
+    /// An app moves between spot and on-demand capacity.
+    Capacity,
+    /// An app's rollout strategy changes.
+    Strategy,
+    /// The change deletes resources (removed apps, or stale resources of apps that prune).
+    PruneShare,
+    /// An open freeze window holds changes of this plan.
+    Freeze,
+}
+
+/// One risk flag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Risk {
+    /// What kind.
+    pub kind: RiskKind,
+    /// The app, for per-app risks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    /// What changes, for people.
+    pub message: String,
+}
+
+/// The cost of the change, where a provider reports prices.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CostView {
+    /// The provider instance that priced the change; `None`: no price source.
+    pub source: Option<String>,
+    /// The delta, or why there is none.
+    pub message: String,
+}
+
+/// Every app counted once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    pub added: usize,
+    pub changed: usize,
+    pub removed: usize,
+    pub unchanged: usize,
+    pub invalid: usize,
+    /// Added or changed apps a rule, Rego module or quota denies.
+    pub denied: usize,
+    /// Added or changed apps only a freeze window holds.
+    pub frozen: usize,
+    /// Apps that cannot be rendered at head.
+    pub cannot_render: usize,
+    /// Resources the change deletes.
+    pub deleted_resources: usize,
+}
+
+impl Summary {
+    /// Apps at base and head together, each once.
+    pub fn apps(&self) -> usize {
+        self.added + self.changed + self.removed + self.unchanged + self.invalid
+    }
 }
 
 /// What moving the tracked branch from `base` to `head` would do.
@@ -62,18 +292,24 @@ pub struct AppChange {
 pub struct RevisionPlan {
     pub base: String,
     pub head: String,
+    pub summary: Summary,
+    /// Open freeze windows, once for the whole plan.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub freeze: Option<FreezeNotice>,
+    pub risks: Vec<Risk>,
+    pub cost: CostView,
+    /// Every app that is not unchanged, by name.
     pub changes: Vec<AppChange>,
-    pub unchanged: usize,
+    /// Problems at head that belong to no app (policies, the repository layout).
     pub diagnostics: Vec<Diagnostic>,
 }
 
 impl RevisionPlan {
-    /// True when `head` has errors, an app cannot be rendered, or policy denies one of its changes
-    /// (a freeze alone does not count: the change rolls out once the window closes).
-    pub fn has_errors(&self) -> bool {
-        self.diagnostics.iter().any(Diagnostic::is_error)
-            || self.changes.iter().any(|c| c.render_error.is_some())
-            || self.changes.iter().any(|c| blocked_by(&c.verdicts) == Some(crate::policy::Block::Policy))
+    /// True when the change has findings: an invalid app, an error at head, an app that cannot be
+    /// rendered, or a change denied by policy or held by a freeze window (every kind of deny).
+    pub fn has_findings(&self) -> bool {
+        let s = &self.summary;
+        s.invalid + s.denied + s.frozen + s.cannot_render > 0 || self.diagnostics.iter().any(Diagnostic::is_error)
     }
 }
 
@@ -125,257 +361,350 @@ pub fn verdict_diagnostic(app_file: &str, v: &Verdict) -> Diagnostic {
     }
 }
 
+/// One revision, loaded.
+struct Revision {
+    commit: String,
+    outcome: LoadOutcome,
+    policies: PolicySet,
+    files: Vec<RepoFile>,
+    message: String,
+}
+
 /// Loads the desired state at `rev` of `repo` (under `path`).
-pub fn load_revision(repo: &GitRepo, rev: &str, path: &str) -> Result<(String, LoadOutcome, PolicySet)> {
+fn load_revision(repo: &GitRepo, rev: &str, path: &str) -> Result<Revision> {
     let commit = repo.resolve(rev)?;
     let snapshot = repo.snapshot(&commit, path)?;
     let local = repo.local();
     let mut outcome = Loader::new().load(&snapshot.files, &mut |f| crate::source::read_blob(&local, &f.blob_id));
     let (policies, diagnostics) = compile_policies(&outcome.desired, &snapshot.files, &local);
     outcome.diagnostics.extend(diagnostics);
-    Ok((commit, outcome, policies))
-}
-
-/// Diffs two desired states app by app.
-pub fn diff_states(base: &DesiredState, head: &DesiredState) -> (Vec<AppChange>, usize) {
-    let mut changes = Vec::new();
-    let mut unchanged = 0;
-    for (name, new) in &head.apps {
-        match base.apps.get(name) {
-            None => changes.push(AppChange {
-                app: name.clone(),
-                change: ChangeKind::Added,
-                file: new.file.clone(),
-                fields: field_diff(&Value::Null, &to_value(&new.app)),
-                verdicts: Vec::new(),
-                resources: Vec::new(),
-                render_error: None,
-            }),
-            Some(old) if old.digest != new.digest => changes.push(AppChange {
-                app: name.clone(),
-                change: ChangeKind::Changed,
-                file: new.file.clone(),
-                fields: field_diff(&to_value(&old.app), &to_value(&new.app)),
-                verdicts: Vec::new(),
-                resources: Vec::new(),
-                render_error: None,
-            }),
-            Some(_) => unchanged += 1,
-        }
-    }
-    for (name, old) in &base.apps {
-        // An app that is invalid at head is held, not removed.
-        if !head.apps.contains_key(name) && !head.invalid_apps.contains(name) {
-            changes.push(AppChange {
-                app: name.clone(),
-                change: ChangeKind::Removed,
-                file: old.file.clone(),
-                fields: Vec::new(),
-                verdicts: Vec::new(),
-                resources: Vec::new(),
-                render_error: None,
-            });
-        }
-    }
-    changes.sort_by(|a, b| a.app.cmp(&b.app));
-    (changes, unchanged)
+    Ok(Revision { commit, outcome, policies, files: snapshot.files, message: snapshot.message })
 }
 
 fn to_value(app: &keelson_manifest::App) -> Value {
     serde_json::to_value(app).unwrap_or(Value::Null)
 }
 
+fn empty() -> Value {
+    Value::Object(Default::default())
+}
+
+fn prunes(app: &keelson_manifest::App) -> bool {
+    app.spec.sync.as_ref().is_some_and(|s| s.prune)
+}
+
+/// GPUs an app holds: replicas × `resources.gpu.count`.
+fn gpus(app: &keelson_manifest::App) -> u64 {
+    let per = app.spec.resources.as_ref().and_then(|r| r.gpu.as_ref()).map_or(0, |g| u64::from(g.count));
+    per * u64::from(app.spec.replicas)
+}
+
+fn strategy(app: &keelson_manifest::App) -> String {
+    app.spec
+        .strategy
+        .as_ref()
+        .and_then(|s| serde_json::to_value(s.kind).ok())
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "direct".into())
+}
+
+/// Where the fields at `pointers` are written in the app's file at head (via its YAML spans).
+fn locate_fields(repo: &gix::Repository, files: &[RepoFile], app: &LoadedApp, pointers: &[String]) -> Vec<Location> {
+    if pointers.is_empty() {
+        return Vec::new();
+    }
+    let spans = files
+        .iter()
+        .find(|f| f.path == app.file && f.entry == keelson_manifest::EntryKind::File)
+        .and_then(|f| crate::source::read_blob(repo, &f.blob_id).ok())
+        .and_then(|bytes| keelson_manifest::yaml::parse(&app.file, &bytes).ok())
+        .and_then(|docs| {
+            docs.into_iter().find(|d| {
+                d.value.pointer("/metadata/name").and_then(Value::as_str) == Some(app.app.metadata.name.as_str())
+            })
+        })
+        .map(|d| d.spans);
+    pointers
+        .iter()
+        .map(|p| {
+            let pos = spans.as_ref().map_or(keelson_manifest::yaml::Position::START, |s| s.locate_key(p));
+            Location { file: app.file.clone(), line: pos.line, col: pos.col, pointer: p.clone() }
+        })
+        .collect()
+}
+
+fn rule_at(v: &Verdict) -> Location {
+    Location { file: v.file.clone(), line: v.line, col: v.col, pointer: String::new() }
+}
+
+/// Per-resource plan of two renders; with `prune` off, what the app stops rendering is kept.
+fn plan_resources(
+    before: &[DesiredResource],
+    after: &[DesiredResource],
+    prune: bool,
+    removed: bool,
+) -> Vec<ResourcePlan> {
+    let mut out = Vec::new();
+    for r in after {
+        match before.iter().find(|b| b.id == r.id) {
+            None => out.push(ResourcePlan {
+                resource: r.id.to_string(),
+                change: ResourceChangeKind::Create,
+                fields: field_diff(&empty(), &r.spec),
+                object: Some(r.spec.clone()),
+                before: None,
+                kept: false,
+            }),
+            Some(b) => {
+                let fields = field_diff(&b.spec, &r.spec);
+                if !fields.is_empty() {
+                    out.push(ResourcePlan {
+                        resource: r.id.to_string(),
+                        change: ResourceChangeKind::Update,
+                        fields,
+                        object: Some(r.spec.clone()),
+                        before: Some(b.spec.clone()),
+                        kept: false,
+                    });
+                }
+            }
+        }
+    }
+    for b in before.iter().filter(|b| !after.iter().any(|r| r.id == b.id)) {
+        out.push(ResourcePlan {
+            resource: b.id.to_string(),
+            change: ResourceChangeKind::Delete,
+            fields: Vec::new(),
+            object: None,
+            before: Some(b.spec.clone()),
+            // The daemon deletes a removed app's inventory whatever its `sync.prune` says; an app
+            // that stays keeps what it stops rendering unless it prunes.
+            kept: !removed && !prune,
+        });
+    }
+    out
+}
+
 /// Plans `base..head` of a repository, rendering each changed app through the renderer of its
-/// cluster's workloads provider (no credentials needed).
+/// cluster's workloads provider (no credentials needed); freeze windows are checked at `now`.
 pub async fn plan_revisions(
     repo: &GitRepo,
     base: &str,
     head: &str,
     path: &str,
     renderers: &crate::providers::Renderers,
+    now: time::OffsetDateTime,
 ) -> Result<RevisionPlan> {
-    let (base_commit, base_state, _) = load_revision(repo, base, path)?;
-    let (head_commit, head_state, policies) = load_revision(repo, head, path)?;
-    let (mut changes, unchanged) = diff_states(&base_state.desired, &head_state.desired);
-    for change in changes.iter_mut() {
-        let old = base_state.desired.apps.get(&change.app);
-        let new = head_state.desired.apps.get(&change.app);
-        if let Some(app) = new {
-            change.verdicts = verdicts_for(&policies, &head_state.desired, app, old.map(|a| &a.app), &head_commit);
+    let base_rev = load_revision(repo, base, path)?;
+    let head_rev = load_revision(repo, head, path)?;
+    let local = repo.local();
+    let (b, h) = (&base_rev.outcome.desired, &head_rev.outcome.desired);
+    let freeze_override =
+        crate::source::trailer_values(&head_rev.message, "Keelson-Freeze-Override").into_iter().next();
+    let mut summary = Summary::default();
+    let mut changes = Vec::new();
+    let mut windows: BTreeMap<(String, String), FreezeWindowView> = BTreeMap::new();
+    let mut frozen_apps = Vec::new();
+    let mut risks = Vec::new();
+
+    for (name, new) in &h.apps {
+        let old = b.apps.get(name);
+        let kind = match old {
+            None => ChangeKind::Added,
+            Some(old) if old.digest != new.digest => ChangeKind::Changed,
+            Some(_) => {
+                summary.unchanged += 1;
+                continue;
+            }
+        };
+        let ctx = ChangeCtx {
+            previous: old.map(|a| &a.app),
+            commit: &head_rev.commit,
+            now,
+            freeze_override: freeze_override.as_deref(),
+        };
+        let mut all = head_rev.policies.evaluate(new, &ctx);
+        all.extend(head_rev.policies.quotas(h).into_iter().filter(|(a, _)| a == name).map(|(_, v)| v));
+        let block = blocked_by(&all);
+        let frozen = all.iter().any(|v| v.kind == VerdictKind::Freeze && v.blocking);
+        let mut verdicts = Vec::new();
+        for v in all {
+            if v.kind == VerdictKind::Freeze {
+                windows.entry((v.policy.clone(), v.rule.clone())).or_insert_with(|| FreezeWindowView {
+                    policy: v.policy.clone(),
+                    rule: v.rule.clone(),
+                    message: v.message.clone(),
+                    blocking: v.blocking,
+                    rule_at: rule_at(&v),
+                });
+                continue;
+            }
+            let fields_at = locate_fields(&local, &head_rev.files, new, &head_rev.policies.fields_of(&v));
+            verdicts.push(PlanVerdict { rule_at: rule_at(&v), fields_at, verdict: v });
         }
-        // The base render is what runs now; an app that cannot be rendered at base shows as created.
+        if frozen {
+            frozen_apps.push(name.clone());
+        }
         let before = match old {
-            Some(app) => render_at(renderers, app, &base_commit).await.unwrap_or_default(),
+            Some(app) => render_at(renderers, app, &base_rev.commit).await.unwrap_or_default(),
             None => Vec::new(),
         };
-        let after = match new {
-            Some(app) => match render_at(renderers, app, &head_commit).await {
-                Ok(r) => r,
-                Err(e) => {
-                    change.render_error = Some(e);
-                    continue;
-                }
-            },
-            None => Vec::new(),
+        let (resources, render_error) = match render_at(renderers, new, &head_rev.commit).await {
+            Ok(after) => (plan_resources(&before, &after, prunes(&new.app), false), None),
+            Err(e) => (Vec::new(), Some(e)),
         };
-        change.resources = diff_resources(&before, &after);
+        // Against an empty object, so an added app lists each of its fields.
+        let fields = field_diff(&old.map_or_else(empty, |o| to_value(&o.app)), &to_value(&new.app));
+        let result = match (block, &render_error) {
+            (_, Some(_)) => AppResult::CannotRender,
+            (Some(Block::Policy), _) => AppResult::Denied,
+            (Some(Block::Freeze), _) => AppResult::Frozen,
+            (None, _) if !verdicts.is_empty() => AppResult::Warned,
+            (None, _) => AppResult::Clean,
+        };
+        match kind {
+            ChangeKind::Added => summary.added += 1,
+            _ => summary.changed += 1,
+        }
+        match result {
+            AppResult::CannotRender => summary.cannot_render += 1,
+            AppResult::Denied => summary.denied += 1,
+            AppResult::Frozen => summary.frozen += 1,
+            _ => {}
+        }
+        risks.extend(app_risks(name, old.map(|o| &o.app), Some(&new.app)));
+        changes.push(AppChange {
+            app: name.clone(),
+            change: kind,
+            result,
+            file: new.file.clone(),
+            team: new.app.metadata.team.clone(),
+            placement: Some(PlacementView::of(&new.app)),
+            prune: prunes(&new.app),
+            fields,
+            verdicts,
+            frozen,
+            resources,
+            render_error,
+            problems: Vec::new(),
+        });
     }
-    Ok(RevisionPlan { base: base_commit, head: head_commit, changes, unchanged, diagnostics: head_state.diagnostics })
+    for (name, old) in &b.apps {
+        if h.apps.contains_key(name) || h.invalid_apps.contains(name) {
+            continue;
+        }
+        summary.removed += 1;
+        let before = render_at(renderers, old, &base_rev.commit).await;
+        let (resources, render_error) = match before {
+            Ok(before) => (plan_resources(&before, &[], prunes(&old.app), true), None),
+            Err(e) => (Vec::new(), Some(format!("cannot render at base to list what is deleted: {e}"))),
+        };
+        risks.extend(app_risks(name, Some(&old.app), None));
+        changes.push(AppChange {
+            app: name.clone(),
+            change: ChangeKind::Removed,
+            result: AppResult::Deletes,
+            file: old.file.clone(),
+            team: old.app.metadata.team.clone(),
+            placement: Some(PlacementView::of(&old.app)),
+            prune: prunes(&old.app),
+            fields: Vec::new(),
+            verdicts: Vec::new(),
+            frozen: false,
+            resources,
+            render_error,
+            problems: Vec::new(),
+        });
+    }
+    let mut diagnostics = head_rev.outcome.diagnostics.clone();
+    for name in &h.invalid_apps {
+        summary.invalid += 1;
+        let dir = format!("apps/{name}/");
+        let (problems, rest): (Vec<Diagnostic>, Vec<Diagnostic>) =
+            diagnostics.into_iter().partition(|d| d.file.starts_with(&dir));
+        diagnostics = rest;
+        let old = b.apps.get(name);
+        changes.push(AppChange {
+            app: name.clone(),
+            change: ChangeKind::Invalid,
+            result: AppResult::Invalid,
+            file: problems.first().map_or_else(|| format!("{dir}deploy.yaml"), |d| d.file.clone()),
+            team: old.and_then(|o| o.app.metadata.team.clone()),
+            placement: old.map(|o| PlacementView::of(&o.app)),
+            prune: old.is_some_and(|o| prunes(&o.app)),
+            fields: Vec::new(),
+            verdicts: Vec::new(),
+            frozen: false,
+            resources: Vec::new(),
+            render_error: None,
+            problems,
+        });
+    }
+    changes.sort_by(|a, b| a.app.cmp(&b.app));
+    summary.deleted_resources = changes.iter().map(|c| c.deletes().count()).sum();
+
+    if summary.deleted_resources > 0 || summary.removed > 0 {
+        let base_apps = b.apps.len().max(1);
+        let mut message = format!(
+            "removes {} of {} apps ({}%) and deletes {} resource{}",
+            summary.removed,
+            b.apps.len(),
+            summary.removed * 100 / base_apps,
+            summary.deleted_resources,
+            if summary.deleted_resources == 1 { "" } else { "s" }
+        );
+        if h.apps.is_empty() && h.invalid_apps.is_empty() {
+            message.push_str("; head has no apps at all, so the daemon's prune guard refuses to prune any of them");
+        }
+        risks.push(Risk { kind: RiskKind::PruneShare, app: None, message });
+    }
+    let freeze =
+        (!windows.is_empty()).then(|| FreezeNotice { windows: windows.into_values().collect(), apps: frozen_apps });
+    if let Some(f) = freeze.as_ref().filter(|f| !f.apps.is_empty()) {
+        risks.push(Risk {
+            kind: RiskKind::Freeze,
+            app: None,
+            message: format!(
+                "a freeze window holds {} change{}",
+                f.apps.len(),
+                if f.apps.len() == 1 { "" } else { "s" }
+            ),
+        });
+    }
+    Ok(RevisionPlan {
+        base: base_rev.commit,
+        head: head_rev.commit,
+        summary,
+        freeze,
+        risks,
+        // No provider contract reports prices yet; the plan says so instead of showing $0.
+        cost: CostView { source: None, message: "no price source: no provider of this plan reports prices".into() },
+        changes,
+        diagnostics,
+    })
 }
 
-fn show(v: &Option<Value>) -> String {
-    match v {
-        None => "(absent)".into(),
-        Some(Value::String(s)) => s.clone(),
-        Some(v) => v.to_string(),
+/// Risk flags of one app between base (`old`) and head (`new`).
+fn app_risks(name: &str, old: Option<&keelson_manifest::App>, new: Option<&keelson_manifest::App>) -> Vec<Risk> {
+    let mut out = Vec::new();
+    let risk = |kind, message| Risk { kind, app: Some(name.to_owned()), message };
+    let (g0, g1) = (old.map_or(0, gpus), new.map_or(0, gpus));
+    if g0 != g1 {
+        out.push(risk(RiskKind::GpuCount, format!("GPUs {g0} → {g1} (replicas × resources.gpu.count)")));
     }
-}
-
-fn symbol(kind: ChangeKind) -> &'static str {
-    match kind {
-        ChangeKind::Added => "+",
-        ChangeKind::Changed => "~",
-        ChangeKind::Removed => "-",
-    }
-}
-
-fn resource_symbol(change: ResourceChangeKind) -> &'static str {
-    match change {
-        ResourceChangeKind::Create => "+",
-        ResourceChangeKind::Delete => "-",
-        ResourceChangeKind::Update | ResourceChangeKind::Unknown => "~",
-    }
-}
-
-fn summary(plan: &RevisionPlan) -> String {
-    let count = |k| plan.changes.iter().filter(|c| c.change == k).count();
-    format!(
-        "{} to add, {} to change, {} to remove, {} unchanged",
-        count(ChangeKind::Added),
-        count(ChangeKind::Changed),
-        count(ChangeKind::Removed),
-        plan.unchanged
-    )
-}
-
-/// The plan for a terminal.
-pub fn render_text(plan: &RevisionPlan) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "Plan {}..{}", &plan.base[..12.min(plan.base.len())], &plan.head[..12.min(plan.head.len())]);
-    for c in &plan.changes {
-        let _ = writeln!(out, "\n{} {} ({})", symbol(c.change), c.app, c.file);
-        for f in &c.fields {
-            match c.change {
-                ChangeKind::Changed => {
-                    let _ = writeln!(out, "    {}: {} → {}", f.pointer, show(&f.old), show(&f.new));
-                }
-                _ => {
-                    let _ = writeln!(out, "    {}: {}", f.pointer, show(&f.new));
-                }
-            }
+    if let (Some(old), Some(new)) = (old, new) {
+        let (p0, p1) = (PlacementView::of(old), PlacementView::of(new));
+        if p0.capacity != p1.capacity {
+            let class = p1.server_class.as_deref().or(p0.server_class.as_deref()).unwrap_or_default();
+            out.push(risk(RiskKind::Capacity, format!("{} → {} ({class})", p0.capacity, p1.capacity)));
         }
-        if let Some(e) = &c.render_error {
-            let _ = writeln!(out, "    cannot render: {e}");
-        }
-        for r in &c.resources {
-            let _ = writeln!(out, "    {} {}", resource_symbol(r.change), r.resource);
-            if r.change == ResourceChangeKind::Update {
-                for f in &r.fields {
-                    let _ = writeln!(out, "        {}: {} → {}", f.pointer, show(&f.old), show(&f.new));
-                }
-            }
-        }
-        for v in &c.verdicts {
-            let level = if v.blocking { "DENY" } else { "warn" };
-            let _ =
-                writeln!(out, "    {level} {} {}/{}: {} ({}:{})", v.kind, v.policy, v.rule, v.message, v.file, v.line);
-        }
-    }
-    if !plan.diagnostics.is_empty() {
-        out.push_str("\nProblems at head:\n");
-        for d in &plan.diagnostics {
-            let _ = writeln!(out, "  {d}");
-        }
-    }
-    let _ = writeln!(out, "\n{}", summary(plan));
-    out
-}
-
-/// The plan as Markdown for a pull-request comment.
-pub fn render_markdown(plan: &RevisionPlan) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "### Keelson plan `{}`..`{}`\n",
-        &plan.base[..12.min(plan.base.len())],
-        &plan.head[..12.min(plan.head.len())]
-    );
-    let _ = writeln!(out, "**{}**\n", summary(plan));
-    if !plan.changes.is_empty() {
-        out.push_str("| | app | file | fields | resources | policy |\n|---|---|---|---|---|---|\n");
-        for c in &plan.changes {
-            let policy = match blocked_by(&c.verdicts) {
-                Some(block) => format!(":no_entry: {}", block.reason()),
-                None if c.verdicts.is_empty() => ":white_check_mark:".to_owned(),
-                None => format!(":warning: {} warning(s)", c.verdicts.len()),
-            };
-            let resources = match &c.render_error {
-                Some(_) => ":x: cannot render".to_owned(),
-                None => {
-                    let n = |k| c.resources.iter().filter(|r| r.change == k).count();
-                    format!(
-                        "+{} ~{} -{}",
-                        n(ResourceChangeKind::Create),
-                        n(ResourceChangeKind::Update),
-                        n(ResourceChangeKind::Delete)
-                    )
-                }
-            };
-            let _ = writeln!(
-                out,
-                "| {} | `{}` | `{}` | {} | {resources} | {policy} |",
-                symbol(c.change),
-                c.app,
-                c.file,
-                c.fields.len()
-            );
-        }
-        let verdicts: Vec<(&str, &Verdict)> =
-            plan.changes.iter().flat_map(|c| c.verdicts.iter().map(move |v| (c.app.as_str(), v))).collect();
-        if !verdicts.is_empty() {
-            out.push_str("\n#### Policy verdicts\n\n| app | verdict | policy / rule | message |\n|---|---|---|---|\n");
-            for (app, v) in verdicts {
-                let level = if v.blocking { "**deny**" } else { "warn" };
-                let _ = writeln!(
-                    out,
-                    "| `{app}` | {level} | `{}/{}` | {} |",
-                    v.policy,
-                    v.rule,
-                    v.message.replace('|', "\\|")
-                );
-            }
-        }
-        for c in plan.changes.iter().filter(|c| c.change == ChangeKind::Changed || !c.resources.is_empty()) {
-            let _ = writeln!(out, "\n<details><summary><code>{}</code></summary>\n\n```diff", c.app);
-            if c.change == ChangeKind::Changed {
-                for f in &c.fields {
-                    let _ = writeln!(out, "- {}: {}\n+ {}: {}", f.pointer, show(&f.old), f.pointer, show(&f.new));
-                }
-            }
-            for r in &c.resources {
-                let _ = writeln!(out, "{} {}", resource_symbol(r.change), r.resource);
-            }
-            out.push_str("```\n</details>\n");
-        }
-        for c in plan.changes.iter().filter_map(|c| c.render_error.as_ref().map(|e| (c, e))) {
-            let _ = writeln!(out, "\n:x: `{}` cannot be rendered: {}", c.0.app, c.1.replace('|', "\\|"));
-        }
-    }
-    if !plan.diagnostics.is_empty() {
-        out.push_str("\n#### Problems\n\n");
-        for d in &plan.diagnostics {
-            let _ = writeln!(out, "- `{d}`");
+        let (s0, s1) = (strategy(old), strategy(new));
+        if s0 != s1 {
+            out.push(risk(RiskKind::Strategy, format!("strategy {s0} → {s1}")));
         }
     }
     out
 }
+
+#[cfg(test)]
+mod tests;

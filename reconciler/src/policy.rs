@@ -169,6 +169,19 @@ impl PolicySet {
         out
     }
 
+    /// JSON pointers into the app of the fields `v` is about (empty for freeze windows and Rego,
+    /// which name no field), so a plan can point at `file:line:col` in the app as well as the rule.
+    pub fn fields_of(&self, v: &Verdict) -> Vec<String> {
+        match v.kind {
+            VerdictKind::Rule | VerdictKind::Require => {
+                self.rules.iter().find(|r| r.spoke(v)).map(|r| r.pointers(v.kind)).unwrap_or_default()
+            }
+            VerdictKind::Quota if v.rule.ends_with(".gpus") => vec!["/spec/resources/gpu/count".into()],
+            VerdictKind::Quota if v.rule.ends_with(".replicas") => vec!["/spec/replicas".into()],
+            _ => Vec::new(),
+        }
+    }
+
     /// True when no policy has anything to say (no rules, Rego, freezes, quotas or problems).
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()

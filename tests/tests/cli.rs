@@ -23,6 +23,12 @@ fn every_verb_has_help_and_usage_errors_exit_2() {
         &["validate", "--help"],
         &["plan", "--help"],
         &["status", "--help"],
+        &["get", "apps", "--help"],
+        &["get", "app", "--help"],
+        &["history", "--help"],
+        &["wait", "--help"],
+        &["completion", "--help"],
+        &["version", "--help"],
         &["audit", "--help"],
         &["audit", "verify", "--help"],
         &["audit", "log", "--help"],
@@ -46,7 +52,7 @@ fn init_makes_one_commit_on_main_and_refuses_a_non_empty_dir() {
     assert_eq!(git(&repo, &["status", "--porcelain"]), "", "work tree matches the commit");
     assert!(repo.join("apps/storefront/deploy.yaml").is_file());
     let again = keelson(&["init", repo.to_str().unwrap()], tmp.path());
-    assert_eq!(again.status.code(), Some(1));
+    assert_eq!(again.status.code(), Some(2), "an error that stops the command");
     assert!(stderr(&again).contains("not empty"), "{}", stderr(&again));
 }
 
@@ -90,18 +96,18 @@ fn plan_shows_added_changed_and_removed_apps() {
     assert!(out.contains("/spec/replicas: 3 → 6"), "{out}");
     assert!(out.contains("- order-worker"), "{out}");
     assert!(out.contains("+ search"), "{out}");
-    assert!(out.contains("1 to add, 1 to change, 1 to remove, 2 unchanged"), "{out}");
+    assert!(out.contains("5 apps: 1 to add, 1 to change, 1 to remove, 2 unchanged, 0 invalid"), "{out}");
     let md = stdout(&keelson(
         &["plan", "--repo", r, "--base", "main", "--head", "change", "--format", "markdown"],
         tmp.path(),
     ));
     assert!(md.starts_with("### Keelson plan"), "{md}");
-    assert!(md.contains("| ~ | `storefront` |"), "{md}");
+    assert!(md.contains("| &#126; | <code>storefront</code> |"), "{md}");
     let json = keelson(&["plan", "--repo", r, "--base", "main", "--head", "change", "--format", "json"], tmp.path());
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(v["changes"].as_array().unwrap().len(), 3);
     let unknown = keelson(&["plan", "--repo", r, "--base", "nope"], tmp.path());
-    assert_eq!(unknown.status.code(), Some(1));
+    assert_eq!(unknown.status.code(), Some(2));
     assert!(stderr(&unknown).contains("nope"));
 }
 
@@ -137,7 +143,7 @@ fn status_and_audit_verbs_against_a_running_daemon() {
     assert_eq!(report["ok"], true, "{report}");
     assert!(report["anchors_checked"].as_u64().or(report["anchorsChecked"].as_u64()).unwrap() > 0, "{report}");
     let nothing = keelson(&["status", "--server", "http://127.0.0.1:9"], tmp.path());
-    assert_eq!(nothing.status.code(), Some(1));
+    assert_eq!(nothing.status.code(), Some(2));
     assert!(stderr(&nothing).contains("keelson up"), "{}", stderr(&nothing));
 }
 
@@ -153,7 +159,7 @@ fn schema_prints_each_kind_and_names_the_supported_ones() {
         assert!(schema["$schema"].as_str().unwrap().contains("2020-12"), "{kind}");
     }
     let bad = keelson(&["schema", "Deployment"], dir.path());
-    assert_eq!(bad.status.code(), Some(1));
+    assert_eq!(bad.status.code(), Some(2));
     assert!(stderr(&bad).contains("App, Policy, Config"), "{}", stderr(&bad));
 }
 

@@ -103,8 +103,8 @@ fn provider_test_passes_the_sim_and_fails_a_broken_instance_with_exit_1() {
     .unwrap();
     let c = config.to_str().unwrap();
     let out = keelson(&["provider", "test", "--config", c], tmp.path());
-    // An error that stops the command (today's CLI-wide exit code for those is 1).
-    assert_eq!(out.status.code(), Some(1), "two instances: say which");
+    // An error that stops the command.
+    assert_eq!(out.status.code(), Some(2), "two instances: say which");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--instance (broken, fine)"));
 
     let out = keelson(&["provider", "test", "--config", c, "--instance", "broken", "-o", "json"], tmp.path());
@@ -122,7 +122,7 @@ fn provider_test_passes_the_sim_and_fails_a_broken_instance_with_exit_1() {
     assert_eq!(report["instance"], "broken");
 
     let out = keelson(&["provider", "test", "--config", c, "--instance", "nope"], tmp.path());
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no provider instance \"nope\""));
 
     let out = keelson(&["provider", "types"], tmp.path());

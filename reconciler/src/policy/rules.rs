@@ -193,6 +193,20 @@ impl CompiledRule {
         out
     }
 
+    /// Whether this rule produced `v`.
+    pub(crate) fn spoke(&self, v: &Verdict) -> bool {
+        v.policy == self.policy && v.rule == self.name && v.file == self.file && v.line == self.line
+    }
+
+    /// JSON pointers into the App of the fields a verdict of `kind` is about.
+    pub(crate) fn pointers(&self, kind: VerdictKind) -> Vec<String> {
+        let conditions = if kind == VerdictKind::Require { &self.require } else { &self.deny };
+        conditions
+            .iter()
+            .map(|c| c.tokens.iter().map(|t| format!("/{}", t.replace('~', "~0").replace('/', "~1"))).collect())
+            .collect()
+    }
+
     fn verdict(&self, kind: VerdictKind, why: String) -> Verdict {
         Verdict {
             policy: self.policy.clone(),
