@@ -177,12 +177,12 @@ mod tests {
 
     #[test]
     fn an_unknown_provider_type_lists_the_types_of_this_build() {
-        let yaml = "apiVersion: keelson.dev/v1alpha1\nkind: Config\nproviders:\n  k8s:\n    type: kubernetes\n";
+        let yaml = "apiVersion: keelson.dev/v1alpha1\nkind: Config\nproviders:\n  k8s:\n    type: istio\n";
         let found = diagnostics(yaml);
         assert_eq!(found.len(), 1, "{found:#?}");
         assert!(
             found[0].starts_with(
-                "keelson.yaml:5:11: error: /providers/k8s/type: provider `k8s`: unknown provider type \"kubernetes\"; this build has: plugin, sim"
+                "keelson.yaml:5:11: error: /providers/k8s/type: provider `k8s`: unknown provider type \"istio\"; this build has: kubernetes, plugin, sim"
             ),
             "{found:#?}"
         );

@@ -103,13 +103,12 @@ fn daemon_reads_a_config_file_and_refuses_what_it_cannot_honour() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("keelson.yaml:3:1"), "names the file, line and column: {err}");
 
-    std::fs::write(&config, format!("apiVersion: keelson.dev/v1alpha1\nkind: Config\nsource:\n  repo: {}\nproviders:\n  k8s:\n    type: kubernetes\n", repo.display())).unwrap();
+    std::fs::write(&config, format!("apiVersion: keelson.dev/v1alpha1\nkind: Config\nsource:\n  repo: {}\nproviders:\n  k8s:\n    type: istio\n", repo.display())).unwrap();
     let out = keelson(&["daemon", "--config", c], tmp.path());
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains(
-            "keelson.yaml:7:11: error: /providers/k8s/type: provider `k8s`: unknown provider type \"kubernetes\""
-        ),
+        String::from_utf8_lossy(&out.stderr)
+            .contains("keelson.yaml:7:11: error: /providers/k8s/type: provider `k8s`: unknown provider type \"istio\""),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
