@@ -20,4 +20,6 @@ pub mod policy;
 pub mod providers;
 pub mod record;
 pub mod source;
+#[cfg(test)]
+mod testing;
 pub mod validate;

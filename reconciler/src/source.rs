@@ -328,6 +328,7 @@ impl Drop for RefWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::git;
 
     #[test]
     fn trailers_come_from_the_last_paragraph_only() {
@@ -364,17 +365,6 @@ mod tests {
         std::fs::rename(&lock, &ref_file).unwrap();
         let woke = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
         assert!(matches!(woke, Ok(Some(()))), "moving the ref did not wake the engine");
-    }
-
-    fn git(dir: &Path, args: &[&str]) -> String {
-        let out = std::process::Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"])
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
     }
 
     /// Snapshots reuse the listings of unchanged trees: after edits, additions, removals and

@@ -27,6 +27,7 @@ use crate::ledger::{Ledger, LedgerEntry};
 use crate::metrics::Metrics;
 use crate::providers::Providers;
 use crate::source::GitRepo;
+use crate::testing::git;
 
 /// Time for a sim workload to converge.
 const ROLLOUT: Duration = Duration::from_secs(30);
@@ -73,17 +74,6 @@ struct Harness {
     engine: Engine,
     /// When each app asked to be reconciled again, by the manual clock.
     due: BTreeMap<String, time::OffsetDateTime>,
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
 }
 
 impl Harness {

@@ -149,14 +149,7 @@ async fn recorded() -> (tempfile::TempDir, GitRepo, Ledger, StatusBranch) {
 }
 
 fn git_in(dir: &std::path::Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    crate::testing::git(dir, args).trim().to_owned()
 }
 
 /// Commits `files` (path → content) on top of the status branch by hand, with `message`.
