@@ -28,6 +28,14 @@ const INSERT_ROWS: usize = 200;
 /// Generous, because every appender (thread or process) queues on the one write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// True for SQLITE_BUSY and its extended codes (the database is locked by another connection).
+fn is_busy(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| code & 0xff == 5)
+}
+
 /// Intents without an outcome. The subquery's expression matches the `ledger_outcome_of` index,
 /// so this is one index probe per intent, not a scan. The `+` strips `seq`'s INTEGER affinity:
 /// without it SQLite would convert the JSON value before comparing and could not use the index.
@@ -100,7 +108,18 @@ impl SqliteStore {
             // connection, so that one must never be closed as idle.
             pool_options = pool_options.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None);
         }
-        let pool = pool_options.connect_with(options).await.map_err(|source| Error::open(database, source))?;
+        let started = std::time::Instant::now();
+        let pool = loop {
+            match pool_options.clone().connect_with(options.clone()).await {
+                Ok(pool) => break pool,
+                // Several openers of one new database at once: switching it to WAL takes a lock
+                // that SQLite's busy handler does not wait for, so the opener waits here instead.
+                Err(e) if is_busy(&e) && started.elapsed() < BUSY_TIMEOUT => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(source) => return Err(Error::open(database, source)),
+            }
+        };
         let store = SqliteStore { pool, path };
         store.migrate(MIGRATIONS).await?;
         Ok(store)
