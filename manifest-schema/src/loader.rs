@@ -5,6 +5,7 @@
 //! Everything else is ignored.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -98,8 +99,8 @@ impl LoadedPolicy {
 /// What git says the fleet should be.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct DesiredState {
-    /// Valid apps by name.
-    pub apps: BTreeMap<String, LoadedApp>,
+    /// Valid apps by name (shared with the loader, which keeps the last state it loaded).
+    pub apps: BTreeMap<String, Arc<LoadedApp>>,
     /// Valid policy documents, in file order.
     pub policies: Vec<LoadedPolicy>,
     /// Apps whose directory exists but whose manifest has errors: they are held as they are, never pruned.
@@ -124,76 +125,106 @@ impl LoadOutcome {
     }
 }
 
-/// Loads repositories, caching parsed files by blob id between calls.
+/// Loads a repository again and again, doing only the work the changed paths can affect.
+///
+/// Each [`Loader::load`] compares the files with the previous load's. A changed blob is parsed
+/// and validated once (results are cached by blob id, so a rename or a revert costs nothing);
+/// the checks across apps are kept per app and redone only for the apps a change can reach:
+/// duplicate names for the names that came or went, `dependsOn` targets for the apps that name
+/// an app that came or went, cycles for the apps reachable from a changed one, digests for the
+/// changed apps (every app when a Rego module changes, since each digest covers them).
 #[derive(Debug, Default)]
 pub struct Loader {
-    /// Parse + validation results by blob id. Only path-independent work is cached; checks that
-    /// depend on a file's path or on other files are redone on every load (they are cheap).
-    cache: HashMap<String, Arc<CheckedFile>>,
-    /// App digests by their inputs (see [`digest_key`]), as of the last load.
-    digests: HashMap<String, String>,
+    /// Every entry of the repository as of the last load, by path.
+    files: BTreeMap<String, RepoFile>,
+    /// Parsed files by blob id, with how many interpreted paths hold that blob now.
+    cache: HashMap<String, Cached>,
+    /// Every `apps/<dir>/` directory.
+    dirs: BTreeMap<String, AppDir>,
+    /// `metadata.name` → the directories whose App declares it.
+    by_name: BTreeMap<String, BTreeSet<String>>,
+    /// `dependsOn` target → the directories whose App names it.
+    dependents: BTreeMap<String, BTreeSet<String>>,
+    /// The members of every dependency cycle.
+    cycles: Vec<BTreeSet<String>>,
+    /// Directories with an unknown `dependsOn` target (their hints name the closest app).
+    unknown: BTreeSet<String>,
+    /// Names held because an App in another directory declares them.
+    held_names: BTreeSet<String>,
+    /// Directories whose deploy.yaml could not be read: read again on the next load.
+    unread: BTreeSet<String>,
+    /// `policies/*.rego`, which every digest covers.
+    rego: Vec<RepoFile>,
+    /// Policies and the entries outside app directories.
+    top: Top,
+    /// The result of the last load.
+    desired: DesiredState,
 }
 
-/// Files of the repository sorted into the roles the layout gives them.
-#[derive(Default)]
-struct Layout<'a> {
-    /// `apps/<dir>/deploy.yaml` by dir.
-    deploys: BTreeMap<&'a str, &'a RepoFile>,
-    /// Every `apps/<dir>/…` directory with the first file seen in it.
-    app_dirs: BTreeMap<&'a str, &'a RepoFile>,
-    /// `policies/*.yaml`.
-    policies: Vec<&'a RepoFile>,
-    /// `policies/*.rego`.
-    rego: Vec<&'a RepoFile>,
-    /// Every file, sorted by path (for prefix lookups).
-    sorted: Vec<&'a RepoFile>,
-    /// Entries under `apps/` or `policies/` that are not regular files, with the app directory
-    /// they belong to (if any).
-    not_regular: Vec<(&'a RepoFile, Option<&'a str>)>,
+#[derive(Debug)]
+struct Cached {
+    file: Arc<CheckedFile>,
+    users: usize,
 }
 
-impl<'a> Layout<'a> {
-    fn of(files: &'a [RepoFile]) -> Self {
-        let mut layout = Layout::default();
-        for f in files {
-            let parts: Vec<&str> = f.path.split('/').collect();
-            if f.entry != EntryKind::File {
-                match parts.as_slice() {
-                    ["apps", dir, ..] if !dir.is_empty() => {
-                        layout.app_dirs.entry(dir).or_insert(f);
-                        layout.not_regular.push((f, Some(dir)));
-                    }
-                    ["apps" | "policies", ..] => layout.not_regular.push((f, None)),
-                    _ => {}
-                }
-                continue;
-            }
-            match parts.as_slice() {
-                ["apps", dir, rest @ ..] if !rest.is_empty() && !dir.is_empty() => {
-                    layout.app_dirs.entry(dir).or_insert(f);
-                    if rest == ["deploy.yaml"] {
-                        layout.deploys.insert(dir, f);
-                    }
-                }
-                ["policies", name] if name.ends_with(".yaml") || name.ends_with(".yml") => {
-                    layout.policies.push(f);
-                }
-                ["policies", name] if name.ends_with(".rego") => layout.rego.push(f),
-                _ => {}
-            }
-        }
-        layout.policies.sort_by(|a, b| a.path.cmp(&b.path));
-        layout.rego.sort_by(|a, b| a.path.cmp(&b.path));
-        layout.sorted = files.iter().filter(|f| f.entry == EntryKind::File).collect();
-        if !layout.sorted.is_sorted_by(|a, b| a.path <= b.path) {
-            layout.sorted.sort_by(|a, b| a.path.cmp(&b.path));
-        }
-        layout
+/// What the policies and the entries outside app directories gave.
+#[derive(Debug, Default)]
+struct Top {
+    diagnostics: Vec<Diagnostic>,
+    /// Blobs of the policy files read (released when the policies are loaded again).
+    blobs: Vec<String>,
+    /// A policy file could not be read: load the policies again next time.
+    unread: bool,
+}
+
+/// One `apps/<dir>/` directory: its entries, its own checks, and the checks across apps as they
+/// concern it.
+#[derive(Debug, Default)]
+struct AppDir {
+    dir: String,
+    deploy: Option<RepoFile>,
+    checked: Option<Arc<CheckedFile>>,
+    /// The directory holds a link or submodule (never followed).
+    not_regular: bool,
+    /// Its `metadata.name` and `dependsOn`, when deploy.yaml holds an App first.
+    name: Option<String>,
+    deps: Vec<String>,
+    /// File, layout, link, missing-deploy and manifests-path problems.
+    own: Vec<Diagnostic>,
+    duplicate: Option<Diagnostic>,
+    unknown: Vec<Diagnostic>,
+    cycle: Vec<Diagnostic>,
+    /// The digest's inputs (see [`digest_key`]) and the digest, or why it cannot be computed.
+    digest: Option<(String, Result<String, Diagnostic>)>,
+}
+
+impl AppDir {
+    fn deploy_path(&self) -> String {
+        format!("apps/{}/deploy.yaml", self.dir)
+    }
+
+    /// The App document, when deploy.yaml holds one first.
+    fn repo_app<'a>(&'a self, file: &'a str) -> Option<RepoApp<'a>> {
+        let doc = self.checked.as_ref()?.documents.first()?;
+        (doc.kind == Some(Kind::App)).then_some(RepoApp { dir: &self.dir, file, doc: &doc.document })
+    }
+
+    fn is_app(&self) -> bool {
+        self.repo_app("").is_some()
+    }
+
+    /// Every problem found in the directory, but for the digest's.
+    fn checks(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.own.iter().chain(&self.duplicate).chain(&self.unknown).chain(&self.cycle)
+    }
+
+    fn diagnostics(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.checks().chain(self.digest.as_ref().and_then(|(_, d)| d.as_ref().err()))
     }
 }
 
 impl Loader {
-    /// A loader with an empty cache.
+    /// A loader that has seen nothing yet.
     pub fn new() -> Self {
         Self::default()
     }
@@ -203,165 +234,409 @@ impl Loader {
         self.cache.len()
     }
 
-    /// Loads the whole repository; `read` is called only for blobs not seen before.
+    /// Loads the repository `files` lists; `read` is called only for blobs not seen before (and
+    /// again for one that could not be read).
     pub fn load(
         &mut self,
         files: &[RepoFile],
         read: &mut dyn FnMut(&RepoFile) -> std::io::Result<Vec<u8>>,
     ) -> LoadOutcome {
-        let layout = Layout::of(files);
-        let mut diagnostics = Vec::new();
-        let mut desired = DesiredState::default();
+        let mut touched = std::mem::take(&mut self.unread);
+        let mut top_changed = std::mem::take(&mut self.top.unread);
+        for (old, new) in self.update_files(files) {
+            for entry in old.iter().chain(&new) {
+                if let Some(dir) = app_dir_of(entry) {
+                    touched.insert(dir.to_string());
+                }
+                top_changed |= is_top(&entry.path);
+            }
+        }
+        let mut settle = touched.clone();
+        if top_changed {
+            let rego = policy_rego(&self.files);
+            if rego != self.rego {
+                // Every digest covers the Rego modules.
+                settle.extend(self.dirs.keys().cloned());
+            }
+            self.rego = rego;
+            self.load_top(read);
+        }
 
-        // Parse (or recall) every file we interpret.
-        let mut checked: BTreeMap<&str, Arc<CheckedFile>> = BTreeMap::new();
-        for f in layout.deploys.values().chain(layout.policies.iter()) {
-            match self.checked(f, read) {
+        // The directories whose own files changed.
+        let mut names = BTreeSet::new();
+        let mut came_or_went = BTreeSet::new();
+        let mut released = Vec::new();
+        for dir in &touched {
+            let old = self.dirs.remove(dir);
+            let new = self.read_dir(dir, read);
+            if old.is_some() != new.is_some() {
+                came_or_went.insert(dir.clone());
+            }
+            if let Some(old) = old {
+                self.unindex(&old);
+                names.extend(old.name.clone());
+                released.extend(old.deploy.map(|f| f.blob_id));
+            }
+            if let Some(new) = new {
+                self.index(&new);
+                names.extend(new.name.clone());
+                self.dirs.insert(dir.clone(), new);
+            }
+        }
+        // Released after every new blob is held, so a renamed directory is not parsed again.
+        for blob in released {
+            self.release(&blob);
+        }
+
+        // The checks across apps, for the apps the change can reach.
+        for name in &names {
+            self.check_duplicates(name, &mut settle);
+        }
+        let mut deps = touched.clone();
+        for dir in &came_or_went {
+            deps.extend(self.dependents.get(dir).into_iter().flatten().cloned());
+        }
+        if !came_or_went.is_empty() {
+            deps.extend(self.unknown.iter().cloned());
+        }
+        for dir in &deps {
+            self.check_dependencies(dir);
+        }
+        settle.extend(deps);
+        self.check_cycles(&touched, &mut settle);
+
+        for dir in &settle {
+            self.settle(dir);
+        }
+        names.extend(came_or_went);
+        for name in &names {
+            self.settle_held_name(name);
+        }
+        self.outcome()
+    }
+
+    /// Replaces the file listing; returns each changed entry as it was and as it is.
+    fn update_files(&mut self, files: &[RepoFile]) -> Vec<(Option<RepoFile>, Option<RepoFile>)> {
+        let mut sorted: Vec<&RepoFile> = files.iter().collect();
+        if !sorted.is_sorted_by(|a, b| a.path <= b.path) {
+            sorted.sort_by(|a, b| a.path.cmp(&b.path));
+        }
+        let mut changes = Vec::new();
+        let mut old = self.files.values().peekable();
+        let mut new = sorted.into_iter().peekable();
+        loop {
+            match (old.peek(), new.peek()) {
+                (None, None) => break,
+                (Some(o), Some(n)) if o.path == n.path => {
+                    if o != n {
+                        changes.push((Some((*o).clone()), Some((*n).clone())));
+                    }
+                    old.next();
+                    new.next();
+                }
+                (Some(o), Some(n)) if o.path < n.path => {
+                    changes.push((Some((*o).clone()), None));
+                    old.next();
+                }
+                (Some(o), None) => {
+                    changes.push((Some((*o).clone()), None));
+                    old.next();
+                }
+                (_, Some(n)) => {
+                    changes.push((None, Some((*n).clone())));
+                    new.next();
+                }
+            }
+        }
+        for change in &changes {
+            match change {
+                (_, Some(n)) => self.files.insert(n.path.clone(), n.clone()),
+                (Some(o), None) => self.files.remove(&o.path),
+                (None, None) => None,
+            };
+        }
+        changes
+    }
+
+    /// The directory's entries and its own checks; `None` once it holds nothing.
+    fn read_dir(&mut self, dir: &str, read: &mut dyn FnMut(&RepoFile) -> std::io::Result<Vec<u8>>) -> Option<AppDir> {
+        let mut d = AppDir { dir: dir.to_string(), ..AppDir::default() };
+        let prefix = format!("apps/{dir}/");
+        let deploy_path = d.deploy_path();
+        let mut first: Option<&RepoFile> = None;
+        let mut deploy_yml = None;
+        let mut not_regular = Vec::new();
+        if let Some(f) = self.files.get(&format!("apps/{dir}"))
+            && f.entry != EntryKind::File
+        {
+            not_regular.push(f);
+        }
+        for (path, f) in self.files.range::<str, _>((Bound::Included(prefix.as_str()), Bound::Unbounded)) {
+            if !path.starts_with(&prefix) {
+                break;
+            }
+            if f.entry != EntryKind::File {
+                not_regular.push(f);
+                continue;
+            }
+            first.get_or_insert(f);
+            if *path == deploy_path {
+                d.deploy = Some(f.clone());
+            } else if path.strip_prefix(&prefix) == Some("deploy.yml") {
+                deploy_yml = Some(f);
+            }
+        }
+        if not_regular.is_empty() && first.is_none() {
+            return None;
+        }
+        d.not_regular = !not_regular.is_empty();
+        for f in not_regular {
+            d.own.push(not_regular_error(f, Some(dir)));
+        }
+        if !d.not_regular && d.deploy.is_none() {
+            let (at, found) = match (deploy_yml, first) {
+                (Some(yml), _) => (yml, " (found deploy.yml; rename it to deploy.yaml)"),
+                (None, first) => (first.expect("a directory with no entry was returned above"), ""),
+            };
+            d.own.push(Diagnostic::error(
+                &at.path,
+                Position::START,
+                "",
+                "layout.missing-deploy",
+                format!("apps/{dir}/ has no deploy.yaml{found}; the app is held as it is"),
+            ));
+        }
+        if let Some(deploy) = d.deploy.clone() {
+            match self.acquire(&deploy, read) {
                 Ok(c) => {
-                    checked.insert(f.path.as_str(), c);
-                }
-                Err(d) => diagnostics.push(*d),
-            }
-        }
-        // Keep the cache to what the repository holds now, so memory follows the repository.
-        let live: BTreeSet<&str> = files.iter().map(|f| f.blob_id.as_str()).collect();
-        self.cache.retain(|blob, _| live.contains(blob.as_str()));
-
-        // Links and submodules are never followed: an error at their path, and their app is held.
-        for (f, dir) in &layout.not_regular {
-            let what = match dir {
-                Some(dir) => format!("the app `{dir}` is held as it runs (never pruned) until it is a regular file"),
-                None if f.path.starts_with("policies") => {
-                    "policies cannot be complete, so every change is held until it is a regular file".into()
-                }
-                None => "nothing below it is read".into(),
-            };
-            diagnostics.push(
-                Diagnostic::error(
-                    &f.path,
-                    Position::START,
-                    "",
-                    "layout.not-a-file",
-                    format!(
-                        "{} is a {} where Keelson expects a regular file; links and submodules are never followed, so {what}",
-                        f.path,
-                        f.entry.describe()
-                    ),
-                )
-                .with_hint("commit the file's content instead of a link to it"),
-            );
-            if let Some(dir) = dir {
-                desired.invalid_apps.insert(dir.to_string());
-            }
-        }
-
-        // Apps.
-        for (dir, any_file) in &layout.app_dirs {
-            if layout.not_regular.iter().any(|(_, d)| d == &Some(*dir)) {
-                continue;
-            }
-            if !layout.deploys.contains_key(dir) {
-                let found = if any_file.path.ends_with("/deploy.yml") {
-                    " (found deploy.yml; rename it to deploy.yaml)"
-                } else {
-                    ""
-                };
-                diagnostics.push(Diagnostic::error(
-                    &any_file.path,
-                    Position::START,
-                    "",
-                    "layout.missing-deploy",
-                    format!("apps/{dir}/ has no deploy.yaml{found}; the app is held as it is"),
-                ));
-                desired.invalid_apps.insert(dir.to_string());
-            }
-        }
-        let mut repo_apps = Vec::new();
-        let mut digests = HashMap::with_capacity(layout.deploys.len());
-        for (dir, f) in &layout.deploys {
-            let Some(c) = checked.get(f.path.as_str()) else {
-                desired.invalid_apps.insert(dir.to_string());
-                continue;
-            };
-            let mut file_diags = relocate(c.all_diagnostics(), &f.path);
-            file_diags.extend(semantic::check_app_layout(&f.path, dir, c));
-            if file_diags.iter().any(Diagnostic::is_error) {
-                desired.invalid_apps.insert(dir.to_string());
-            }
-            diagnostics.extend(file_diags);
-            if let Some(doc) = c.documents.first()
-                && doc.kind == Some(Kind::App)
-            {
-                // An app directory renamed without its `metadata.name` (or the reverse): the
-                // app the name refers to is held too, never pruned, until the two agree.
-                if let Some(name) = doc.document.value.pointer("/metadata/name").and_then(|v| v.as_str())
-                    && name != *dir
-                    && !layout.app_dirs.contains_key(name)
-                    && crate::semantic::is_app_name(name)
-                {
-                    desired.invalid_apps.insert(name.to_string());
-                    desired.held.insert(
-                        name.to_string(),
-                        format!(
-                            "{} declares `{name}` in a directory named `{dir}`; `{name}` is held as it runs until \
-                             the name and the directory agree",
-                            f.path
-                        ),
-                    );
-                }
-                repo_apps.push(RepoApp { dir, file: &f.path, doc: &doc.document });
-            }
-        }
-        let known: BTreeSet<String> = layout.app_dirs.keys().map(|d| d.to_string()).collect();
-        let (repo_diags, repo_invalid) = semantic::check_apps(&repo_apps, &known, &layout.sorted);
-        diagnostics.extend(repo_diags);
-        desired.invalid_apps.extend(repo_invalid);
-
-        for app in &repo_apps {
-            if desired.invalid_apps.contains(app.dir) {
-                continue;
-            }
-            let Some(Manifest::App(typed)) =
-                checked.get(app.file).and_then(|c| c.documents.first()).and_then(|d| d.manifest.clone())
-            else {
-                desired.invalid_apps.insert(app.dir.to_string());
-                continue;
-            };
-            let deploy_blob = layout.deploys.get(app.dir).map_or("", |f| f.blob_id.as_str());
-            let inputs = digest_inputs(app.dir, &typed, &layout);
-            let key = digest_key(deploy_blob, &inputs);
-            let digest = match self.digests.get(&key) {
-                Some(known) => Ok(known.clone()),
-                None => app_digest(&app.doc.value, &inputs),
-            };
-            match digest {
-                Ok(digest) => {
-                    digests.insert(key, digest.clone());
-                    desired
-                        .apps
-                        .insert(app.dir.to_string(), LoadedApp { app: *typed, file: app.file.to_string(), digest });
+                    d.own.extend(relocate(c.all_diagnostics(), &deploy.path));
+                    d.own.extend(semantic::check_app_layout(&deploy.path, dir, &c));
+                    d.checked = Some(c);
                 }
                 Err(e) => {
-                    diagnostics.push(Diagnostic::error(
-                        app.file,
+                    d.own.push(*e);
+                    self.unread.insert(dir.to_string());
+                }
+            }
+        }
+        if let Some(app) = d.repo_app(&deploy_path) {
+            let name = app.name().map(str::to_string);
+            let deps = app.depends_on().into_iter().map(|(_, dep)| dep.to_string()).collect();
+            let missing = semantic::missing_manifests(&app, &self.files);
+            d.own.extend(missing);
+            d.name = name;
+            d.deps = deps;
+        }
+        Some(d)
+    }
+
+    fn index(&mut self, d: &AppDir) {
+        if let Some(name) = &d.name {
+            self.by_name.entry(name.clone()).or_default().insert(d.dir.clone());
+        }
+        for dep in &d.deps {
+            self.dependents.entry(dep.clone()).or_default().insert(d.dir.clone());
+        }
+    }
+
+    fn unindex(&mut self, d: &AppDir) {
+        if let Some(name) = &d.name {
+            forget(&mut self.by_name, name, &d.dir);
+        }
+        for dep in &d.deps {
+            forget(&mut self.dependents, dep, &d.dir);
+        }
+        self.unknown.remove(&d.dir);
+    }
+
+    /// The first directory (in name order) declaring `name` keeps it; every later one is an error.
+    fn check_duplicates(&mut self, name: &str, settle: &mut BTreeSet<String>) {
+        let dirs: Vec<String> = self.by_name.get(name).into_iter().flatten().cloned().collect();
+        let Some(first) = dirs.first() else { return };
+        let first_file = format!("apps/{first}/deploy.yaml");
+        for (i, dir) in dirs.iter().enumerate() {
+            let Some(d) = self.dirs.get(dir) else { continue };
+            let file = d.deploy_path();
+            let duplicate =
+                if i == 0 { None } else { d.repo_app(&file).and_then(|a| semantic::duplicate_name(&a, &first_file)) };
+            if let Some(d) = self.dirs.get_mut(dir) {
+                d.duplicate = duplicate;
+            }
+            settle.insert(dir.clone());
+        }
+    }
+
+    fn check_dependencies(&mut self, dir: &str) {
+        let Some(d) = self.dirs.get(dir) else { return };
+        let file = d.deploy_path();
+        let unknown = d.repo_app(&file).map(|a| semantic::unknown_dependencies(&a, &self.dirs)).unwrap_or_default();
+        if unknown.is_empty() {
+            self.unknown.remove(dir);
+        } else {
+            self.unknown.insert(dir.to_string());
+        }
+        if let Some(d) = self.dirs.get_mut(dir) {
+            d.unknown = unknown;
+        }
+    }
+
+    /// A cycle through a changed app contains it, and a cycle a change broke contained it: the
+    /// cycles among the apps reachable from the changed ones (and the members of the cycles
+    /// they were in) are found again; every other cycle stands.
+    fn check_cycles(&mut self, touched: &BTreeSet<String>, settle: &mut BTreeSet<String>) {
+        let mut start: Vec<String> = touched.iter().cloned().collect();
+        for members in &self.cycles {
+            if members.iter().any(|m| touched.contains(m)) {
+                start.extend(members.iter().cloned());
+            }
+        }
+        let mut reachable = BTreeSet::new();
+        while let Some(dir) = start.pop() {
+            let Some(d) = self.dirs.get(&dir).filter(|d| d.is_app()) else { continue };
+            if reachable.insert(dir) {
+                start.extend(d.deps.iter().filter(|dep| !reachable.contains(*dep)).cloned());
+            }
+        }
+        let mut stale = Vec::new();
+        self.cycles.retain(|members| {
+            let hit = members.iter().any(|m| reachable.contains(m) || touched.contains(m));
+            if hit {
+                stale.extend(members.iter().cloned());
+            }
+            !hit
+        });
+        for dir in stale.iter().chain(&reachable) {
+            if let Some(d) = self.dirs.get_mut(dir) {
+                d.cycle.clear();
+            }
+        }
+        settle.extend(stale);
+        let files: Vec<(String, String)> =
+            reachable.iter().filter_map(|dir| self.dirs.get(dir).map(|d| (dir.clone(), d.deploy_path()))).collect();
+        let apps: Vec<RepoApp<'_>> =
+            files.iter().filter_map(|(dir, file)| self.dirs.get(dir).and_then(|d| d.repo_app(file))).collect();
+        let found = semantic::check_cycles(&apps);
+        drop(apps);
+        for cycle in found {
+            for (dir, diagnostic) in cycle.diagnostics {
+                if let Some(d) = self.dirs.get_mut(&dir) {
+                    d.cycle.push(diagnostic);
+                }
+            }
+            settle.extend(cycle.members.iter().cloned());
+            self.cycles.push(cycle.members);
+        }
+    }
+
+    /// Decides whether the directory's app is loaded or held, from its checks.
+    fn settle(&mut self, dir: &str) {
+        let Some(d) = self.dirs.get_mut(dir) else {
+            self.desired.apps.remove(dir);
+            self.desired.invalid_apps.remove(dir);
+            self.desired.held.remove(dir);
+            return;
+        };
+        let file = d.deploy_path();
+        let typed = match d.checked.as_ref().and_then(|c| c.documents.first()).and_then(|doc| doc.manifest.as_ref()) {
+            Some(Manifest::App(typed)) if !d.not_regular && !d.checks().any(Diagnostic::is_error) => {
+                Some(typed.clone())
+            }
+            _ => None,
+        };
+        if let Some(typed) = typed {
+            let inputs = digest_inputs(dir, &typed, &self.rego, &self.files);
+            let key = digest_key(d.deploy.as_ref().map_or("", |f| f.blob_id.as_str()), &inputs);
+            if d.digest.as_ref().is_none_or(|(k, _)| *k != key) {
+                let value = &d.checked.as_ref().expect("an App was parsed").documents[0].document.value;
+                let digest = app_digest(value, &inputs).map_err(|e| {
+                    Diagnostic::error(
+                        &file,
                         Position::START,
                         "",
                         "app.digest",
                         format!("cannot compute the app's digest: {e}"),
-                    ));
-                    desired.invalid_apps.insert(app.dir.to_string());
+                    )
+                });
+                d.digest = Some((key, digest));
+            }
+            if let Some((_, Ok(digest))) = &d.digest {
+                let loaded = LoadedApp { app: *typed, file, digest: digest.clone() };
+                if self.desired.apps.get(dir).is_none_or(|known| **known != loaded) {
+                    self.desired.apps.insert(dir.to_string(), Arc::new(loaded));
+                }
+                self.desired.invalid_apps.remove(dir);
+                self.desired.held.remove(dir);
+                return;
+            }
+        } else {
+            d.digest = None;
+        }
+        let mut diagnostics: Vec<&Diagnostic> = d.diagnostics().filter(|d| d.is_error()).collect();
+        diagnostics.sort_by_key(|d| (&d.file, d.line, d.col));
+        let reason = diagnostics.first().map_or_else(|| format!("{file} has errors"), |d| d.to_string());
+        self.desired.apps.remove(dir);
+        self.desired.invalid_apps.insert(dir.to_string());
+        self.desired.held.insert(dir.to_string(), reason);
+    }
+
+    /// An app directory renamed without its `metadata.name` (or the reverse): the app the name
+    /// refers to is held too, never pruned, until the two agree.
+    fn settle_held_name(&mut self, name: &str) {
+        if self.dirs.contains_key(name) {
+            self.held_names.remove(name);
+            return;
+        }
+        let declared_by = self.by_name.get(name).and_then(|dirs| dirs.last()).filter(|_| semantic::is_app_name(name));
+        if let Some(dir) = declared_by {
+            let reason = format!(
+                "apps/{dir}/deploy.yaml declares `{name}` in a directory named `{dir}`; `{name}` is held as it runs \
+                 until the name and the directory agree"
+            );
+            self.held_names.insert(name.to_string());
+            self.desired.invalid_apps.insert(name.to_string());
+            self.desired.held.insert(name.to_string(), reason);
+        } else if self.held_names.remove(name) {
+            self.desired.invalid_apps.remove(name);
+            self.desired.held.remove(name);
+        }
+    }
+
+    /// Policies, and links or submodules outside app directories.
+    fn load_top(&mut self, read: &mut dyn FnMut(&RepoFile) -> std::io::Result<Vec<u8>>) {
+        let previous = std::mem::take(&mut self.top);
+        let mut diagnostics = Vec::new();
+        let mut policy_files = Vec::new();
+        // `policies-x/…` sorts between `policies` and `policies/…`, hence the two lookups.
+        let top_entries = [self.files.get("apps"), self.files.get("policies")].into_iter().flatten().chain(
+            self.files
+                .range::<str, _>((Bound::Included("policies/"), Bound::Unbounded))
+                .take_while(|(path, _)| path.starts_with("policies/"))
+                .map(|(_, f)| f),
+        );
+        for f in top_entries {
+            if f.entry != EntryKind::File {
+                diagnostics.push(not_regular_error(f, None));
+            } else if let ["policies", name] = f.path.split('/').collect::<Vec<_>>().as_slice()
+                && (name.ends_with(".yaml") || name.ends_with(".yml"))
+            {
+                policy_files.push(f.clone());
+            }
+        }
+        let mut checked = Vec::new();
+        for f in &policy_files {
+            match self.acquire(f, read) {
+                Ok(c) => {
+                    self.top.blobs.push(f.blob_id.clone());
+                    checked.push((f, c));
+                }
+                Err(e) => {
+                    diagnostics.push(*e);
+                    self.top.unread = true;
                 }
             }
         }
-
-        self.digests = digests;
-
-        // Policies.
         let mut repo_policies = Vec::new();
-        for f in &layout.policies {
-            let Some(c) = checked.get(f.path.as_str()) else {
-                continue;
-            };
+        for (f, c) in &checked {
             diagnostics.extend(relocate(c.all_diagnostics(), &f.path));
             for doc in &c.documents {
                 match doc.kind {
@@ -377,43 +652,45 @@ impl Loader {
                 }
             }
         }
+        let rego_paths: Vec<&str> = self.files.keys().map(String::as_str).filter(|p| p.ends_with(".rego")).collect();
         let views: Vec<RepoPolicy<'_>> =
             repo_policies.iter().map(|(p, _)| RepoPolicy { file: p.file, doc: p.doc }).collect();
-        let policy_diags = semantic::check_policies(&views, files);
+        let policy_diags = semantic::check_policies(&views, &rego_paths);
+        let mut policies = Vec::new();
         for (index, (p, doc)) in repo_policies.iter().enumerate() {
             let broken = policy_diags.iter().any(|(i, d)| *i == index && d.is_error());
             if broken || doc.manifest.is_none() {
                 continue;
             }
             let name = p.doc.value.pointer("/metadata/name").and_then(|v| v.as_str()).unwrap_or_default().to_string();
-            desired.policies.push(LoadedPolicy { name, file: p.file.to_string(), document: p.doc.value.clone() });
+            policies.push(LoadedPolicy { name, file: p.file.to_string(), document: p.doc.value.clone() });
         }
         diagnostics.extend(policy_diags.into_iter().map(|(_, d)| d));
-
-        diagnostics.sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
-        diagnostics.dedup();
-        for name in &desired.invalid_apps {
-            if desired.held.contains_key(name) {
-                continue;
-            }
-            let prefix = format!("apps/{name}");
-            let first = diagnostics.iter().find(|d| d.is_error() && crate::semantic::under(&d.file, &prefix));
-            let reason = match first {
-                Some(d) => d.to_string(),
-                None => format!("{prefix}/deploy.yaml has errors"),
-            };
-            desired.held.insert(name.clone(), reason);
+        self.desired.policies = policies;
+        self.top.diagnostics = diagnostics;
+        for blob in previous.blobs {
+            self.release(&blob);
         }
-        LoadOutcome { desired, diagnostics }
     }
 
-    fn checked(
+    /// Every diagnostic, sorted by file and position, and the desired state.
+    fn outcome(&self) -> LoadOutcome {
+        let mut diagnostics: Vec<Diagnostic> =
+            self.top.diagnostics.iter().chain(self.dirs.values().flat_map(|d| d.diagnostics())).cloned().collect();
+        diagnostics.sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
+        diagnostics.dedup();
+        LoadOutcome { desired: self.desired.clone(), diagnostics }
+    }
+
+    /// The parsed file, from the cache or read and checked now; counts one more user of its blob.
+    fn acquire(
         &mut self,
         file: &RepoFile,
         read: &mut dyn FnMut(&RepoFile) -> std::io::Result<Vec<u8>>,
     ) -> Result<Arc<CheckedFile>, Box<Diagnostic>> {
-        if let Some(c) = self.cache.get(&file.blob_id) {
-            return Ok(Arc::clone(c));
+        if let Some(c) = self.cache.get_mut(&file.blob_id) {
+            c.users += 1;
+            return Ok(Arc::clone(&c.file));
         }
         let bytes = read(file).map_err(|e| {
             Box::new(Diagnostic::error(
@@ -425,9 +702,78 @@ impl Loader {
             ))
         })?;
         let c = Arc::new(check_bytes(&file.path, &bytes));
-        self.cache.insert(file.blob_id.clone(), Arc::clone(&c));
+        self.cache.insert(file.blob_id.clone(), Cached { file: Arc::clone(&c), users: 1 });
         Ok(c)
     }
+
+    /// One user fewer of the blob; the cache forgets it with its last user, so memory follows
+    /// the repository.
+    fn release(&mut self, blob: &str) {
+        if let Some(c) = self.cache.get_mut(blob) {
+            c.users -= 1;
+            if c.users == 0 {
+                self.cache.remove(blob);
+            }
+        }
+    }
+}
+
+/// Takes `dir` out of `index[key]`, and the key with its last directory.
+fn forget(index: &mut BTreeMap<String, BTreeSet<String>>, key: &str, dir: &str) {
+    if let Some(dirs) = index.get_mut(key) {
+        dirs.remove(dir);
+        if dirs.is_empty() {
+            index.remove(key);
+        }
+    }
+}
+
+/// The app directory an entry belongs to: `apps/<dir>/…` for a regular file; a link or a
+/// submodule at `apps/<dir>` itself counts too (it is an error there).
+fn app_dir_of(f: &RepoFile) -> Option<&str> {
+    let mut parts = f.path.split('/');
+    let (Some("apps"), Some(dir)) = (parts.next(), parts.next()) else {
+        return None;
+    };
+    (!dir.is_empty() && (f.entry != EntryKind::File || parts.next().is_some())).then_some(dir)
+}
+
+/// Paths whose change can alter the policies or the errors outside app directories.
+fn is_top(path: &str) -> bool {
+    path == "apps" || semantic::under(path, "policies") || path.ends_with(".rego")
+}
+
+/// `policies/*.rego`, in path order.
+fn policy_rego(files: &BTreeMap<String, RepoFile>) -> Vec<RepoFile> {
+    files
+        .range::<str, _>((Bound::Included("policies/"), Bound::Unbounded))
+        .take_while(|(path, _)| path.starts_with("policies/"))
+        .filter(|(path, f)| f.entry == EntryKind::File && path.ends_with(".rego") && !path[9..].contains('/'))
+        .map(|(_, f)| f.clone())
+        .collect()
+}
+
+/// A link or submodule where Keelson expects a regular file; `dir` is the app it holds.
+fn not_regular_error(f: &RepoFile, dir: Option<&str>) -> Diagnostic {
+    let what = match dir {
+        Some(dir) => format!("the app `{dir}` is held as it runs (never pruned) until it is a regular file"),
+        None if f.path.starts_with("policies") => {
+            "policies cannot be complete, so every change is held until it is a regular file".into()
+        }
+        None => "nothing below it is read".into(),
+    };
+    Diagnostic::error(
+        &f.path,
+        Position::START,
+        "",
+        "layout.not-a-file",
+        format!(
+            "{} is a {} where Keelson expects a regular file; links and submodules are never followed, so {what}",
+            f.path,
+            f.entry.describe()
+        ),
+    )
+    .with_hint("commit the file's content instead of a link to it")
 }
 
 /// Cached diagnostics carry the path the blob had when first parsed; the same blob may now sit
@@ -442,13 +788,13 @@ fn relocate(mut diagnostics: Vec<Diagnostic>, path: &str) -> Vec<Diagnostic> {
 }
 
 /// The files an app's digest covers: everything under its manifests path plus every Rego module.
-fn digest_inputs(dir: &str, app: &App, layout: &Layout<'_>) -> Vec<RepoFile> {
-    let mut inputs: Vec<RepoFile> = layout.rego.iter().map(|f| (*f).clone()).collect();
+fn digest_inputs(dir: &str, app: &App, rego: &[RepoFile], files: &BTreeMap<String, RepoFile>) -> Vec<RepoFile> {
+    let mut inputs: Vec<RepoFile> = rego.to_vec();
     if let Some(m) = &app.spec.manifests
         && let Ok(rel) = manifests_relative(&m.path)
     {
         let prefix = format!("apps/{dir}/{rel}");
-        inputs.extend(semantic::files_under(&layout.sorted, &prefix).cloned());
+        inputs.extend(semantic::files_under(files, &prefix).cloned());
     }
     inputs
 }

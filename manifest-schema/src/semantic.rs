@@ -6,6 +6,7 @@
 //! schema's diagnostic.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 
 use serde_json::Value;
 
@@ -14,7 +15,7 @@ use crate::suggest::closest;
 use crate::units::{check_cron, parse_cpu_millis, parse_duration, parse_memory_bytes};
 use crate::validate::CheckedFile;
 use crate::yaml::{Document, Position};
-use crate::{Diagnostic, RepoFile};
+use crate::{Diagnostic, EntryKind, RepoFile};
 
 struct Checker<'a> {
     file: &'a str,
@@ -310,11 +311,11 @@ pub(crate) struct RepoApp<'a> {
 }
 
 impl RepoApp<'_> {
-    fn name(&self) -> Option<&str> {
+    pub(crate) fn name(&self) -> Option<&str> {
         self.doc.value.pointer("/metadata/name")?.as_str()
     }
 
-    fn depends_on(&self) -> Vec<(usize, &str)> {
+    pub(crate) fn depends_on(&self) -> Vec<(usize, &str)> {
         match self.doc.value.pointer("/spec/dependsOn") {
             Some(Value::Array(deps)) => deps.iter().enumerate().filter_map(|(i, d)| Some((i, d.as_str()?))).collect(),
             _ => Vec::new(),
@@ -326,85 +327,60 @@ impl RepoApp<'_> {
     }
 }
 
-/// Checks across apps: unique names, `dependsOn` targets and cycles, manifests paths that
-/// exist. `known` holds every app directory (valid or not), so depending on a broken app is not
-/// reported twice. Returns the diagnostics and the directories they make invalid.
-pub(crate) fn check_apps(
-    apps: &[RepoApp<'_>],
-    known: &BTreeSet<String>,
-    sorted: &[&RepoFile],
-) -> (Vec<Diagnostic>, BTreeSet<String>) {
-    let mut out = Vec::new();
-    let mut invalid = BTreeSet::new();
-
-    let mut names: BTreeMap<&str, &RepoApp<'_>> = BTreeMap::new();
-    for app in apps {
-        let Some(name) = app.name() else { continue };
-        if let Some(first) = names.get(name) {
-            out.push(app.error(
-                "/metadata/name",
-                "app.duplicate-name",
-                format!("app name `{name}` is already used by {}", first.file),
-            ));
-            invalid.insert(app.dir.to_string());
-        } else {
-            names.insert(name, app);
-        }
-    }
-
-    for app in apps {
-        for (i, dep) in app.depends_on() {
-            if !known.contains(dep) {
-                let mut d = app.error(
-                    &format!("/spec/dependsOn/{i}"),
-                    "app.unknown-dependency",
-                    format!("dependsOn[{i}]: there is no app `{dep}` (no apps/{dep}/deploy.yaml)"),
-                );
-                if let Some(s) = closest(dep, known.iter().map(String::as_str)) {
-                    d = d.with_hint(format!("did you mean `{s}`?"));
-                }
-                out.push(d);
-                invalid.insert(app.dir.to_string());
-            }
-        }
-    }
-
-    let (cycle_diags, in_cycles) = check_cycles(apps);
-    out.extend(cycle_diags);
-    invalid.extend(in_cycles);
-
-    for app in apps {
-        let Some(Value::String(path)) = app.doc.value.pointer("/spec/manifests/path") else {
-            continue;
-        };
-        let Ok(rel) = manifests_relative(path) else {
-            continue;
-        };
-        let prefix = format!("apps/{}/{rel}", app.dir);
-        if files_under(sorted, &prefix).next().is_none() {
-            out.push(app.error(
-                "/spec/manifests/path",
-                "app.manifests-path",
-                format!("manifests path `{path}` does not exist: nothing at {prefix}"),
-            ));
-            invalid.insert(app.dir.to_string());
-        }
-    }
-    (out, invalid)
+/// The duplicate-name error of `app`, whose name `first` (an earlier directory) already uses.
+pub(crate) fn duplicate_name(app: &RepoApp<'_>, first: &str) -> Option<Diagnostic> {
+    let name = app.name()?;
+    Some(app.error("/metadata/name", "app.duplicate-name", format!("app name `{name}` is already used by {first}")))
 }
 
-/// The files of `sorted` (sorted by path) that are `prefix` or below it, found by binary search:
-/// paths under `prefix` sort in one run starting at the first path not less than it.
-pub(crate) fn files_under<'a, 'f>(
-    sorted: &'a [&'f RepoFile],
+/// The `dependsOn` entries of `app` that name no app directory. `known` holds every app
+/// directory (valid or not), so depending on a broken app is not reported twice.
+pub(crate) fn unknown_dependencies<D>(app: &RepoApp<'_>, known: &BTreeMap<String, D>) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for (i, dep) in app.depends_on() {
+        if !known.contains_key(dep) {
+            let mut d = app.error(
+                &format!("/spec/dependsOn/{i}"),
+                "app.unknown-dependency",
+                format!("dependsOn[{i}]: there is no app `{dep}` (no apps/{dep}/deploy.yaml)"),
+            );
+            if let Some(s) = closest(dep, known.keys().map(String::as_str)) {
+                d = d.with_hint(format!("did you mean `{s}`?"));
+            }
+            out.push(d);
+        }
+    }
+    out
+}
+
+/// The error of an app whose `manifests.path` holds no file.
+pub(crate) fn missing_manifests(app: &RepoApp<'_>, files: &BTreeMap<String, RepoFile>) -> Option<Diagnostic> {
+    let Some(Value::String(path)) = app.doc.value.pointer("/spec/manifests/path") else {
+        return None;
+    };
+    let rel = manifests_relative(path).ok()?;
+    let prefix = format!("apps/{}/{rel}", app.dir);
+    if files_under(files, &prefix).next().is_some() {
+        return None;
+    }
+    Some(app.error(
+        "/spec/manifests/path",
+        "app.manifests-path",
+        format!("manifests path `{path}` does not exist: nothing at {prefix}"),
+    ))
+}
+
+/// The regular files of `files` that are `prefix` or below it: paths under `prefix` sort in one
+/// run starting at the first path not less than it.
+pub(crate) fn files_under<'a>(
+    files: &'a BTreeMap<String, RepoFile>,
     prefix: &'a str,
-) -> impl Iterator<Item = &'f RepoFile> + 'a {
-    let start = sorted.partition_point(|f| f.path.as_str() < prefix);
-    sorted[start..]
-        .iter()
-        .take_while(move |f| f.path.starts_with(prefix))
-        .filter(move |f| under(&f.path, prefix))
-        .copied()
+) -> impl Iterator<Item = &'a RepoFile> + 'a {
+    files
+        .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+        .take_while(move |(path, _)| path.starts_with(prefix))
+        .filter(move |(path, f)| f.entry == EntryKind::File && under(path, prefix))
+        .map(|(_, f)| f)
 }
 
 /// True when `name` is a DNS-1123 label, the form of an app name.
@@ -422,16 +398,23 @@ pub(crate) fn under(path: &str, prefix: &str) -> bool {
     path == prefix || (path.len() > prefix.len() && path.starts_with(prefix) && path.as_bytes()[prefix.len()] == b'/')
 }
 
-/// Finds dependency cycles (Tarjan's strongly connected components) and reports each with its
-/// path, in every file that takes part.
-fn check_cycles(apps: &[RepoApp<'_>]) -> (Vec<Diagnostic>, BTreeSet<String>) {
+/// A dependency cycle: the directories of its strongly connected component, and the errors
+/// reported in each of their files.
+pub(crate) struct Cycle {
+    pub members: BTreeSet<String>,
+    pub diagnostics: Vec<(String, Diagnostic)>,
+}
+
+/// Finds dependency cycles among `apps` (Tarjan's strongly connected components) and reports
+/// each with its path, in every file that takes part. Edges to apps outside `apps` are ignored,
+/// so a caller passes a set closed under `dependsOn`.
+pub(crate) fn check_cycles(apps: &[RepoApp<'_>]) -> Vec<Cycle> {
     let index: BTreeMap<&str, usize> = apps.iter().enumerate().map(|(i, a)| (a.dir, i)).collect();
     let edges: Vec<Vec<(usize, usize)>> = apps
         .iter()
         .map(|a| a.depends_on().into_iter().filter_map(|(pos, dep)| Some((pos, *index.get(dep)?))).collect())
         .collect();
-    let mut out = Vec::new();
-    let mut invalid = BTreeSet::new();
+    let mut cycles = Vec::new();
     for component in strongly_connected(&edges) {
         let single = component.len() == 1;
         let first = component[0];
@@ -443,30 +426,33 @@ fn check_cycles(apps: &[RepoApp<'_>]) -> (Vec<Diagnostic>, BTreeSet<String>) {
         let start = *members.iter().min_by_key(|&&i| apps[i].dir).unwrap_or(&first);
         let path = cycle_path(start, &edges, &members);
         let names: Vec<&str> = path.iter().map(|&i| apps[i].dir).collect();
+        let mut out = Vec::new();
         for (k, &node) in path.iter().enumerate() {
             let next = path.get(k + 1).copied().unwrap_or(start);
             let entry = edges[node].iter().find(|&&(_, t)| t == next).map_or(0, |&(p, _)| p);
             let mut rotated: Vec<&str> = names[k..].to_vec();
             rotated.extend(&names[..k]);
             rotated.push(names[k]);
-            out.push(apps[node].error(
+            let d = apps[node].error(
                 &format!("/spec/dependsOn/{entry}"),
                 "app.dependency-cycle",
                 format!("dependency cycle: {}", rotated.join(" → ")),
-            ));
+            );
+            out.push((apps[node].dir.to_string(), d));
         }
         for &m in &members {
-            invalid.insert(apps[m].dir.to_string());
             if !path.contains(&m) {
-                out.push(apps[m].error(
+                let d = apps[m].error(
                     "/spec/dependsOn",
                     "app.dependency-cycle",
                     format!("part of a dependency cycle: {} → {}", names.join(" → "), names[0]),
-                ));
+                );
+                out.push((apps[m].dir.to_string(), d));
             }
         }
+        cycles.push(Cycle { members: members.iter().map(|&m| apps[m].dir.to_string()).collect(), diagnostics: out });
     }
-    (out, invalid)
+    cycles
 }
 
 /// A simple cycle through `start` inside one strongly connected component.
@@ -571,10 +557,9 @@ pub(crate) struct RepoPolicy<'a> {
 
 /// Checks across policies: unique names and Rego modules that exist. Each diagnostic comes with
 /// the index of the policy it is about.
-pub(crate) fn check_policies(policies: &[RepoPolicy<'_>], files: &[RepoFile]) -> Vec<(usize, Diagnostic)> {
+pub(crate) fn check_policies(policies: &[RepoPolicy<'_>], rego_files: &[&str]) -> Vec<(usize, Diagnostic)> {
     let mut out = Vec::new();
     let mut names: BTreeMap<&str, &str> = BTreeMap::new();
-    let rego_files: Vec<&str> = files.iter().map(|f| f.path.as_str()).filter(|p| p.ends_with(".rego")).collect();
     for (index, p) in policies.iter().enumerate() {
         let at = |pointer: &str| p.doc.spans.locate_value(pointer);
         if let Some(Value::String(name)) = p.doc.value.pointer("/metadata/name") {

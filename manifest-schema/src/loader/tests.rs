@@ -441,3 +441,130 @@ fn renamed_app_directory_holds_the_named_app_until_they_agree() {
     assert!(outcome.desired.invalid_apps.is_empty(), "{}", render(&outcome));
     assert_eq!(outcome.desired.apps.keys().collect::<Vec<_>>(), ["db", "web2"]);
 }
+
+/// One edit of a small repository, for the property below.
+#[derive(Debug, Clone)]
+enum Edit {
+    /// `apps/<dir>/deploy.yaml` declaring app `name` with these dependencies.
+    App {
+        dir: usize,
+        name: usize,
+        deps: Vec<usize>,
+    },
+    /// A deploy.yaml the schema rejects.
+    Broken(usize),
+    Remove(usize),
+    /// A file under the app's manifests path (the app declares none: ignored, but listed).
+    Extra(usize),
+    /// A link where a file is expected.
+    Link(usize),
+    Policy(bool),
+    Rego(u8),
+}
+
+const DIRS: [&str; 5] = ["api", "db", "web", "worker", "cache"];
+
+fn edit() -> impl proptest::strategy::Strategy<Value = Edit> {
+    use proptest::prelude::*;
+    let ix = 0..DIRS.len();
+    prop_oneof![
+        6 => (ix.clone(), prop_oneof![4 => Just(None), 1 => (0..DIRS.len()).prop_map(Some)], proptest::collection::vec(0..DIRS.len(), 0..3))
+            .prop_map(|(dir, name, deps)| Edit::App { dir, name: name.unwrap_or(dir), deps }),
+        1 => ix.clone().prop_map(Edit::Broken),
+        2 => ix.clone().prop_map(Edit::Remove),
+        1 => ix.clone().prop_map(Edit::Extra),
+        1 => ix.prop_map(Edit::Link),
+        1 => any::<bool>().prop_map(Edit::Policy),
+        1 => (0u8..3).prop_map(Edit::Rego),
+    ]
+}
+
+fn apply(repo: &mut Repo, edit: &Edit) {
+    let deploy = |dir: usize| format!("apps/{}/deploy.yaml", DIRS[dir]);
+    match edit {
+        Edit::App { dir, name, deps } => {
+            let deps: Vec<&str> = deps.iter().map(|d| DIRS[*d]).collect();
+            let yaml = app(DIRS[*name]).depends_on(&deps).yaml();
+            repo.files.retain(|f| f.path != format!("apps/{}", DIRS[*dir]));
+            repo.put(&deploy(*dir), yaml);
+        }
+        Edit::Broken(dir) => {
+            let yaml = format!(
+                "apiVersion: keelson.dev/v1alpha1\nkind: App\nmetadata: {{name: {}}}\nspec: {{image: r/x:1, replicas: lots, placement: {{cluster: c}}}}\n",
+                DIRS[*dir]
+            );
+            repo.put(&deploy(*dir), yaml);
+        }
+        Edit::Remove(dir) => {
+            let prefix = format!("apps/{}", DIRS[*dir]);
+            repo.files.retain(|f| !crate::semantic::under(&f.path, &prefix));
+        }
+        Edit::Extra(dir) => {
+            repo.put(&format!("apps/{}/manifests/extra.yaml", DIRS[*dir]), "kind: ConfigMap\n");
+        }
+        Edit::Link(dir) => {
+            let path = format!("apps/{}/notes.md", DIRS[*dir]);
+            repo.files.retain(|f| f.path != path);
+            repo.files.push(RepoFile::other(path, "0000-link", EntryKind::Symlink));
+        }
+        Edit::Policy(true) => {
+            repo.put(
+                "policies/p.yaml",
+                "apiVersion: keelson.dev/v1alpha1\nkind: Policy\nmetadata: {name: p}\nspec: {rego: [policies/x.rego]}\n",
+            );
+        }
+        Edit::Policy(false) => {
+            repo.remove("policies/p.yaml");
+        }
+        Edit::Rego(0) => {
+            repo.remove("policies/x.rego");
+        }
+        Edit::Rego(n) => {
+            repo.put("policies/x.rego", format!("package keelson\n# {n}\n"));
+        }
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+    /// Whatever the sequence of commits, a loader that saw each of them gives what a new loader
+    /// gives on the last one: the incremental checks miss nothing and keep nothing stale.
+    #[test]
+    fn incremental_loads_equal_a_fresh_load(edits in proptest::collection::vec(edit(), 1..24)) {
+        let mut repo = Repo::default();
+        let mut loader = Loader::new();
+        for (i, edit) in edits.iter().enumerate() {
+            apply(&mut repo, edit);
+            let incremental = repo.load(&mut loader);
+            let fresh = repo.load(&mut Loader::new());
+            proptest::prop_assert_eq!(&incremental.desired, &fresh.desired, "after edit {} ({:?})", i, edit);
+            proptest::prop_assert_eq!(render(&incremental), render(&fresh), "after edit {} ({:?})", i, edit);
+        }
+    }
+}
+
+#[test]
+fn a_cycle_closed_and_broken_by_later_commits_is_reported_then_cleared() {
+    let mut repo = Repo::default();
+    let mut loader = Loader::new();
+    repo.app(app("a").depends_on(&["b"])).app(app("b")).app(app("c").depends_on(&["a"]));
+    assert!(!repo.load(&mut loader).has_errors());
+    // b → c closes a → b → c → a; only b's file changed.
+    repo.app(app("b").depends_on(&["c"]));
+    let closed = repo.load(&mut loader);
+    assert_eq!(repo.reads, ["apps/b/deploy.yaml"]);
+    let cyclic: Vec<&str> = closed.desired.invalid_apps.iter().map(String::as_str).collect();
+    assert_eq!(cyclic, ["a", "b", "c"], "{}", render(&closed));
+    assert!(render(&closed).contains("dependency cycle: a → b → c → a"), "{}", render(&closed));
+    // Removing c (not the file that closed it) breaks the cycle; a now names a missing app.
+    repo.remove("apps/c/deploy.yaml");
+    let broken = repo.load(&mut loader);
+    assert!(!render(&broken).contains("cycle"), "{}", render(&broken));
+    assert_eq!(broken.desired.apps.keys().collect::<Vec<_>>(), ["a"]);
+    assert!(render(&broken).contains("dependsOn[0]: there is no app `c`"), "{}", render(&broken));
+    // An app named like the missing dependency makes b valid again without touching b.
+    repo.app(app("c"));
+    let fixed = repo.load(&mut loader);
+    assert!(!fixed.has_errors(), "{}", render(&fixed));
+    assert_eq!(fixed.desired.apps.keys().collect::<Vec<_>>(), ["a", "b", "c"]);
+}

@@ -47,7 +47,7 @@ mod tests {
             let mut app = App::default();
             app.metadata.name = (*name).into();
             app.spec.depends_on = deps.iter().map(|d| (*d).to_owned()).collect();
-            desired.apps.insert((*name).into(), LoadedApp { app, file: String::new(), digest: String::new() });
+            desired.apps.insert((*name).into(), LoadedApp { app, file: String::new(), digest: String::new() }.into());
         }
         desired
     }

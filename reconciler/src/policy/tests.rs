@@ -511,7 +511,7 @@ fn bad_freeze_window_is_a_diagnostic_and_fails_closed(
 // Quotas
 
 fn fleet(apps: &[AppBuilder]) -> DesiredState {
-    let apps = apps.iter().map(|a| a.loaded()).map(|l| (l.app.metadata.name.clone(), l)).collect();
+    let apps = apps.iter().map(|a| a.loaded()).map(|l| (l.app.metadata.name.clone(), l.into())).collect();
     DesiredState { apps, ..DesiredState::default() }
 }
 
