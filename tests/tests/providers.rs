@@ -49,6 +49,42 @@ fn a_hung_instance_fails_only_its_apps_with_a_transient_error_that_is_retried() 
     assert_eq!(d.terminate(), 0);
 }
 
+/// The work queue runs apps apart: while one instance holds an apply for its whole deadline, a
+/// commit to an app on another instance is applied and healthy, and the daemon still stops on time.
+#[test]
+fn a_commit_is_applied_while_another_instance_holds_a_call() {
+    let (tmp, repo) = template_repo();
+    let config = tmp.path().join("keelson.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "apiVersion: keelson.dev/v1alpha1\nkind: Config\nsource:\n  repo: {}\napi:\n  listen: 127.0.0.1:0\n\
+             providers:\n  lab:\n    type: sim\n    rolloutTime: 0ms\n  stuck:\n    type: sim\n    timeout: 120s\n    \
+             faults:\n      hang: [apply]\nclusters:\n  prod-east:\n    workloads: lab\n  gpu-lab:\n    workloads: stuck\n",
+            repo.display()
+        ),
+    )
+    .unwrap();
+    let args = ["daemon", "--config", config.to_str().unwrap(), "--shutdown-timeout", "2s"];
+    let d = Daemon::start(&args, tmp.path());
+    d.wait_for("storefront Healthy", Duration::from_secs(60), |d| d.app("storefront").filter(|a| a["phase"] == "Healthy"));
+    d.wait_for("llm-inference's apply in flight", Duration::from_secs(30), |d| {
+        let history = d.json("/api/v1/apps/llm-inference/history");
+        history["entries"].as_array()?.iter().any(|e| e["action"] == "intent").then_some(())
+    });
+
+    keelson_e2e::edit(&repo.join("apps/storefront/deploy.yaml"), "replicas: 3", "replicas: 4");
+    git(&repo, &["commit", "-qam", "Scale storefront to 4"]);
+    let change = git(&repo, &["rev-parse", "HEAD"]);
+    d.wait_for("storefront Healthy at the new commit", Duration::from_secs(30), |d| {
+        let a = d.app("storefront")?;
+        (a["desiredCommit"] == change.as_str() && a["phase"] == "Healthy").then_some(())
+    });
+    let stuck = d.app("llm-inference").expect("llm-inference is listed");
+    assert_eq!(stuck["phase"], "Progressing", "its apply is still held by the hung instance: {stuck}");
+    assert_eq!(d.terminate_within(Duration::from_secs(20)), 0);
+}
+
 #[test]
 fn without_providers_every_cluster_runs_on_the_simulator_and_the_daemon_says_so() {
     let (tmp, repo) = template_repo();
