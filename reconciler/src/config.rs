@@ -147,8 +147,42 @@ pub fn daemon_options(args: DaemonArgs, config: Option<Config>) -> Result<Daemon
         providers: config.providers.clone(),
         clusters: config.clusters.clone(),
         not_built,
+        drift: drift_options(config.drift.as_ref(), args.tuning.drift_interval)?,
+        prune_max_percent: config
+            .prune_guard
+            .as_ref()
+            .and_then(|g| g.max_percent)
+            .map_or(crate::engine::DEFAULT_PRUNE_MAX_PERCENT, |p| p.min(100)),
+        dry_run: args.dry_run,
+        sim_drift: args.tuning.sim_drift,
         safeguards: args.tuning.safeguards,
     })
+}
+
+/// `drift:` in config, under `--drift-interval`.
+fn drift_options(
+    drift: Option<&keelson_manifest::config::DriftConfig>,
+    flag: Option<Duration>,
+) -> Result<crate::daemon::DriftOptions> {
+    let mut out = crate::daemon::DriftOptions::default();
+    let Some(drift) = drift else {
+        out.interval = flag.unwrap_or(out.interval);
+        return Ok(out);
+    };
+    out.interval = match (flag, drift.interval.as_deref()) {
+        (Some(d), _) => d,
+        (None, Some(text)) => parse_duration(text).map_err(|e| anyhow::anyhow!("drift.interval: {e}"))?,
+        (None, None) => out.interval,
+    };
+    if out.interval.is_zero() {
+        bail!("drift.interval must be longer than 0s (write e.g. `5m`)");
+    }
+    if let Some(text) = drift.schedule.as_deref() {
+        out.schedule =
+            Some(crate::policy::freeze::parse_cron(text).map_err(|e| anyhow::anyhow!("drift.schedule: {e}"))?);
+    }
+    out.ignore_by_kind = drift.ignore_differences.clone();
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 
 mod admit;
 mod backoff;
+mod drift;
 mod load;
 mod progress;
 mod prune;
@@ -67,7 +68,40 @@ pub struct EngineSettings {
     pub concurrency: usize,
     /// How often the reflector looks for entries other writers appended.
     pub reflect_interval: Duration,
+    /// How often every app is observed again for drift (`drift.interval`), plus up to a tenth.
+    pub drift_interval: Duration,
+    /// `drift.schedule`: every app is also observed at each of these times (UTC).
+    pub drift_schedule: Option<croner::Cron>,
+    /// `drift.ignoreDifferences`: JSON pointers never counted as drift, by resource kind.
+    pub ignore_by_kind: BTreeMap<String, Vec<String>>,
+    /// `pruneGuard.maxPercent`: the largest share of the fleet one commit may delete.
+    pub prune_max_percent: u32,
+    /// `--dry-run`: plans are recorded (marked as dry runs); no provider apply or delete is called.
+    pub dry_run: bool,
 }
+
+impl EngineSettings {
+    /// Defaults for the settings that have them (drift every 5 minutes, the guard at 50 %).
+    pub fn new(branch: String, path: String, progress_deadline: Duration, concurrency: usize) -> Self {
+        EngineSettings {
+            branch,
+            path,
+            progress_deadline,
+            concurrency,
+            reflect_interval: Duration::from_secs(1),
+            drift_interval: DEFAULT_DRIFT_INTERVAL,
+            drift_schedule: None,
+            ignore_by_kind: BTreeMap::new(),
+            prune_max_percent: DEFAULT_PRUNE_MAX_PERCENT,
+            dry_run: false,
+        }
+    }
+}
+
+/// `drift.interval` unless configured.
+pub const DEFAULT_DRIFT_INTERVAL: Duration = Duration::from_secs(300);
+/// `pruneGuard.maxPercent` unless configured.
+pub const DEFAULT_PRUNE_MAX_PERCENT: u32 = 50;
 
 /// A commit as the engine acts on it: the desired state and the policies of that commit.
 #[derive(Default)]
@@ -82,6 +116,8 @@ pub struct Desired {
     pub policy_errors: Vec<String>,
     /// The reason of a `Keelson-Freeze-Override` trailer on the commit.
     pub freeze_override: Option<String>,
+    /// The commit carries `Keelson-Allow-Prune: true`: the prune guard lets it through.
+    pub allow_prune: bool,
     /// Apps that depend on each app (reversed `dependsOn`).
     pub dependents: HashMap<String, Vec<String>>,
     /// Quota verdicts by app (quotas weigh the whole commit).
@@ -199,6 +235,7 @@ impl Engine {
         ));
         loop {
             let retry_at = self.source_retry.next_attempt();
+            let scan_in = self.ctx.settings.drift_schedule.as_ref().and_then(|c| drift::until_next(c, self.ctx.now()));
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => break,
@@ -208,6 +245,15 @@ impl Engine {
                     self.sync_source().await;
                 }
                 _ = source_retry::sleep_until(retry_at) => self.sync_source().await,
+                _ = async {
+                    match scan_in {
+                        Some(wait) => tokio::time::sleep(wait).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    tracing::info!("drift schedule: observing every app");
+                    self.ctx.enqueue_everything();
+                }
             }
             if *shutdown.borrow() {
                 break;
@@ -306,7 +352,12 @@ fn error_class(e: &anyhow::Error) -> ErrorClass {
 /// `spec.sync.prune`: false unless written, whether or not a `sync:` block is there (as the
 /// manifest reference says).
 fn app_prunes(app: &LoadedApp) -> bool {
-    app.app.spec.sync.as_ref().is_some_and(|s| s.prune)
+    app.app.spec.sync.as_ref().is_some_and(|s| s.prune == Some(true))
+}
+
+/// `spec.sync.selfHeal`: true unless written false.
+fn app_self_heals(app: &App) -> bool {
+    app.spec.sync.as_ref().is_none_or(|s| s.self_heal)
 }
 
 /// Now as the ledger writes times (RFC 3339 UTC, microseconds): one precision everywhere.
