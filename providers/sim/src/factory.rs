@@ -234,7 +234,7 @@ mod tests {
         .unwrap();
         let config = parsed.config(&instance, &SimConfig::default()).unwrap();
         let flag = DriftFault::parse("web:/spec/replicas=5@10s").unwrap();
-        assert_eq!(config.faults.drift, [flag.clone()]);
+        assert_eq!(config.faults.drift, std::slice::from_ref(&flag));
         assert_eq!((&flag.value, flag.after), (&json!(5), Duration::from_secs(10)));
         assert_eq!(flag.spec_pointer(), "/replicas");
         assert_eq!(DriftFault::parse("web:/image=registry/x:2").unwrap().value, json!("registry/x:2"));
