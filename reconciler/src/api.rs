@@ -170,9 +170,26 @@ async fn status(State(s): State<ApiState>) -> Json<serde_json::Value> {
         "apps": fleet.apps.len(),
         "phases": fleet.counts(),
         "inSync": fleet.apps.values().filter(|a| a.in_sync).count(),
+        "drifted": fleet.apps.values().filter(|a| !a.drift.is_empty()).map(|a| &a.name).collect::<Vec<_>>(),
+        // Apps a commit removed that the prune guard keeps (`Keelson-Allow-Prune: true` lets them go).
+        "pruneGuard": prune_guard_view(&fleet),
         // Settings (daemon config, then manifests) that are accepted but not carried out.
         "notBuilt": fleet.config_not_built.iter().chain(&fleet.source.not_built).collect::<Vec<_>>(),
     }))
+}
+
+/// What the prune guard holds, or null.
+fn prune_guard_view(fleet: &crate::engine::state::Fleet) -> serde_json::Value {
+    let held: Vec<&AppStatus> =
+        fleet.apps.values().filter(|a| a.phase == keelson_core::Phase::Blocked && a.reason == "PruneGuard").collect();
+    match held.first() {
+        None => serde_json::Value::Null,
+        Some(first) => json!({
+            "apps": held.iter().map(|a| &a.name).collect::<Vec<_>>(),
+            "commit": first.desired_commit,
+            "message": first.message,
+        }),
+    }
 }
 
 async fn apps(State(s): State<ApiState>) -> Json<AppList> {

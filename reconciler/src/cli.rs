@@ -99,6 +99,16 @@ pub enum Command {
         #[arg(long, short = 'o', value_enum, default_value_t = ObjectFormat::Table)]
         format: ObjectFormat,
     },
+    /// What is live against what git wants (the managed fields the daemon last observed); exit 1
+    /// when anything has drifted.
+    Diff {
+        /// One app [default: every app].
+        app: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+        #[arg(long, short = 'o', value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
     /// Wait until an app is healthy or synced (for CI pipelines, like `argocd app wait`): exit 0
     /// when it is, 1 when it fails, is blocked by anything but a freeze, or the timeout passes.
     Wait {
@@ -473,6 +483,7 @@ async fn run(command: Command) -> Result<ExitCode> {
         }
         Command::Get(GetCommand::App { name, server, format }) => fleet::get_app(&server, &name, format),
         Command::History { app, server, format } => fleet::history(&server, &app, format),
+        Command::Diff { app, server, format } => fleet::diff(&server, app.as_deref(), format),
         Command::Wait { app, condition, timeout, interval, server } => {
             fleet::wait(&server, &app, condition, timeout, interval)
         }

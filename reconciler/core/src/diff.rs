@@ -231,7 +231,8 @@ mod tests {
         assert_eq!(all[0].changes[1].old, Some(json!(5)), "old is what is live");
         assert_eq!(all[0].changes[1].new, Some(json!(2)), "new is what git wants");
         assert!(all[1].missing);
-        let ignored = drift(std::slice::from_ref(&a), &observed, |_| vec!["/spec/replicas".into(), "/spec/resources".into()]);
+        let ignored =
+            drift(std::slice::from_ref(&a), &observed, |_| vec!["/spec/replicas".into(), "/spec/resources".into()]);
         let pointers: Vec<&str> = ignored[0].changes.iter().map(|c| c.pointer.as_str()).collect();
         assert_eq!(pointers, ["/spec/image"]);
         let none = drift(&[a], &observed, |_| {

@@ -226,6 +226,55 @@ pub fn get_app(server: &ServerArgs, name: &str, format: ObjectFormat) -> Result<
     Ok(ExitCode::SUCCESS)
 }
 
+/// `keelson diff [APP]`: what is live against what git wants, for the managed fields the daemon
+/// last observed (every `drift.interval` and on every reconcile); exit 1 when anything differs.
+pub fn diff(server: &ServerArgs, name: Option<&str>, format: super::Format) -> Result<ExitCode> {
+    let apps: Vec<AppStatus> = match name {
+        Some(name) => match try_get::<AppStatus>(server, &format!("/api/v1/apps/{}", path_segment(name)))? {
+            Ok(app) => vec![app],
+            Err((404, _)) => bail!("the daemon at {} has no app {name:?} (see `keelson get apps`)", server.server),
+            Err((status, message)) => bail!("{} answered {status}: {message}", url(server, "/api/v1/apps")),
+        },
+        None => get_json::<AppList>(server, "/api/v1/apps")?.apps,
+    };
+    let drifted: Vec<&AppStatus> = apps.iter().filter(|a| !a.drift.is_empty()).collect();
+    match format {
+        super::Format::Json => {
+            let out: Vec<serde_json::Value> = drifted
+                .iter()
+                .map(|a| serde_json::json!({"app": a.name, "phase": a.phase, "drift": a.drift}))
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&serde_json::json!({"apps": out}))?);
+        }
+        super::Format::Text => print!("{}", diff_text(&drifted, apps.len())),
+    }
+    Ok(if drifted.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn diff_text(drifted: &[&AppStatus], looked_at: usize) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    if drifted.is_empty() {
+        let _ = writeln!(out, "no drift: {looked_at} app(s) live as git wants them (as last observed)");
+        return out;
+    }
+    let show = |v: &Option<serde_json::Value>| v.as_ref().map_or_else(|| "?".to_owned(), |v| v.to_string());
+    for a in drifted {
+        let _ = writeln!(out, "{} ({}):", a.name, a.phase);
+        for r in &a.drift {
+            if r.missing {
+                let _ = writeln!(out, "  {}: missing (git wants it)", r.resource);
+                continue;
+            }
+            let _ = writeln!(out, "  {}", r.resource);
+            for c in &r.changes {
+                let _ = writeln!(out, "    {}: live {} → git {}", c.pointer, show(&c.old), show(&c.new));
+            }
+        }
+    }
+    out
+}
+
 /// `keelson history APP`.
 pub fn history(server: &ServerArgs, name: &str, format: ObjectFormat) -> Result<ExitCode> {
     let history: History = get_json(server, &format!("/api/v1/apps/{}/history", path_segment(name)))?;
