@@ -189,6 +189,40 @@ fn drift_options(
 mod tests {
     use super::*;
 
+    fn daemon_args(extra: &[&str]) -> DaemonArgs {
+        use clap::Parser as _;
+        let mut argv = vec!["keelson", "daemon", "--repo", "/srv/state"];
+        argv.extend_from_slice(extra);
+        match crate::cli::Cli::try_parse_from(argv).unwrap().command {
+            crate::cli::Command::Daemon(args) => args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn drift_prune_guard_and_dry_run_come_from_config_and_flags() {
+        let yaml = "apiVersion: keelson.dev/v1alpha1\nkind: Config\ndrift:\n  interval: 2m\n  schedule: \"*/10 * * * *\"\n  \
+                    ignoreDifferences:\n    Deployment: [/spec/replicas]\npruneGuard: {maxPercent: 30}\n";
+        let (config, diagnostics) = check("keelson.yaml", yaml.as_bytes());
+        assert!(diagnostics.is_empty(), "drift and pruneGuard are built: {diagnostics:#?}");
+        let opts = daemon_options(daemon_args(&["--dry-run"]), config.clone()).unwrap();
+        assert_eq!(opts.drift.interval, Duration::from_secs(120));
+        assert!(opts.drift.schedule.is_some());
+        assert_eq!(opts.drift.ignore_by_kind["Deployment"], ["/spec/replicas"]);
+        assert_eq!((opts.prune_max_percent, opts.dry_run), (30, true));
+        let opts = daemon_options(daemon_args(&["--drift-interval", "15s"]), config).unwrap();
+        assert_eq!((opts.drift.interval, opts.dry_run), (Duration::from_secs(15), false), "the flag wins");
+        let defaults = daemon_options(daemon_args(&[]), None).unwrap();
+        assert_eq!((defaults.drift.interval, defaults.prune_max_percent), (Duration::from_secs(300), 50));
+        let bad = "apiVersion: keelson.dev/v1alpha1\nkind: Config\ndrift: {interval: soon}\n";
+        let errors = diagnostics_of(bad);
+        assert!(errors.iter().any(|e| e.contains("/drift/interval")), "{errors:#?}");
+    }
+
+    fn diagnostics_of(yaml: &str) -> Vec<String> {
+        check("keelson.yaml", yaml.as_bytes()).1.iter().filter(|d| d.is_error()).map(ToString::to_string).collect()
+    }
+
     fn diagnostics(yaml: &str) -> Vec<String> {
         check("keelson.yaml", yaml.as_bytes()).1.iter().filter(|d| d.is_error()).map(ToString::to_string).collect()
     }
