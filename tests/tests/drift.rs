@@ -1,7 +1,7 @@
 //! Drift end to end: the simulator behind a running daemon changes a field by itself
 //! (`--sim-drift`, as a hand edit would); the daemon finds it on its drift interval, records
 //! `Drifted` naming the field and heals it, or with `sync.selfHeal: false` leaves it and
-//! `keelson diff` shows it (exit 1).
+//! `keelson diff` shows it (exit 1). And a dry-run daemon that never applies.
 
 use std::time::Duration;
 
@@ -83,5 +83,48 @@ fn a_field_drifted_in_the_sim_is_found_recorded_and_healed_or_left_and_shown_by_
     assert_eq!(status["drifted"], serde_json::json!(["order-worker"]), "{status}");
     let out = keelson(&["diff", "storefront", "--server", &d.url], tmp.path());
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(d.terminate(), 0);
+}
+
+/// `keelson daemon --dry-run` beside a provider that rejects every apply and delete: every app is
+/// planned (marked as a dry run), nothing is applied, a removal is planned and nothing deleted.
+#[test]
+fn a_dry_run_daemon_plans_every_app_and_never_applies_or_deletes() {
+    let (tmp, repo) = template_repo();
+    let config = tmp.path().join("keelson.yaml");
+    let names = "[postgres, storefront, order-worker, llm-inference]";
+    std::fs::write(
+        &config,
+        format!(
+            "apiVersion: keelson.dev/v1alpha1\nkind: Config\nsource:\n  repo: {}\napi:\n  listen: 127.0.0.1:0\n\
+             providers:\n  lab:\n    type: sim\n    faults:\n      failApply: {names}\n      failDelete: {names}\n\
+             clusters:\n  prod-east:\n    workloads: lab\n  gpu-lab:\n    workloads: lab\n",
+            repo.display()
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start(&["daemon", "--config", config.to_str().unwrap(), "--dry-run"], tmp.path());
+    let planned = |d: &Daemon, want: usize| {
+        let apps = d.json("/api/v1/apps");
+        let list = apps["apps"].as_array()?.clone();
+        (list.len() == want && list.iter().all(|a| a["phase"] == "Planned")).then_some(list)
+    };
+    let apps = d.wait_for("every app planned", Duration::from_secs(60), |d| planned(d, 4));
+    assert!(apps.iter().all(|a| a["reason"] == "DryRun"), "{apps:?}");
+    for app in ["postgres", "storefront", "order-worker", "llm-inference"] {
+        let history = actions(&d, app);
+        let kinds: Vec<&str> = history.iter().map(|(a, _)| a.as_str()).collect();
+        assert_eq!(kinds, ["plan"], "{app}: only planned, no intent");
+        assert_eq!(history[0].1["dryRun"], true, "{app}");
+    }
+    git(&repo, &["rm", "-rq", "apps/order-worker"]);
+    git(&repo, &["commit", "-qm", "Retire order-worker"]);
+    d.wait_for("order-worker's removal planned", Duration::from_secs(30), |d| {
+        d.app("order-worker").filter(|a| a["reason"] == "DryRunPrune").map(|_| ())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let log = d.log();
+    assert!(!log.contains("injected fault"), "no apply or delete reached the provider:\n{log}");
+    assert_eq!(actions(&d, "order-worker").len(), 2);
     assert_eq!(d.terminate(), 0);
 }
