@@ -264,3 +264,52 @@ async fn a_dry_run_records_plans_and_never_applies_or_deletes() {
     assert_eq!(h.applies("prod") + h.applies("lab"), 0, "apply never called");
     assert_eq!(h.counts["prod"].deletes.load(Ordering::SeqCst), 0, "delete never called");
 }
+
+/// 45 more apps beside the template's four: a fleet of 49, where 24 is 48.98 % and 25 is 51.02 %.
+fn add_workers(repo: &Path) {
+    for i in 0..45 {
+        let dir = repo.join(format!("apps/worker-{i:02}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let yaml = format!(
+            "apiVersion: keelson.dev/v1alpha1\nkind: App\nmetadata:\n  name: worker-{i:02}\n  team: batch\nspec:\n  \
+             image: ghcr.io/acme/worker:1.0.0\n  replicas: 1\n  resources:\n    cpu: 100m\n    memory: 64Mi\n  \
+             placement:\n    cluster: prod-east\n"
+        );
+        std::fs::write(dir.join("deploy.yaml"), yaml).unwrap();
+    }
+}
+
+async fn fleet_of_49() -> Harness {
+    let mut h = healthy_template(&[], |_| {}).await;
+    h.commit("45 workers", add_workers).await;
+    h.until_all_healthy(5).await;
+    assert_eq!(h.fleet.read().unwrap().apps.len(), 49);
+    h
+}
+
+fn workers(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("worker-{i:02}")).collect()
+}
+
+#[tokio::test]
+async fn the_prune_guard_at_49_and_51_percent_of_the_fleet_with_and_without_the_trailer() {
+    // 24 of 49 (48.98 %) goes through.
+    let mut h = fleet_of_49().await;
+    let gone = workers(24);
+    let names: Vec<&str> = gone.iter().map(String::as_str).collect();
+    remove(&mut h, &names, "Retire 24 workers").await;
+    assert_eq!(h.fleet.read().unwrap().apps.len(), 25, "49 % is pruned");
+
+    // 25 of 49 (51.02 %) is held until a commit carries the trailer.
+    let mut h = fleet_of_49().await;
+    let gone = workers(25);
+    let names: Vec<&str> = gone.iter().map(String::as_str).collect();
+    remove(&mut h, &names, "Retire 25 workers").await;
+    assert_eq!(h.fleet.read().unwrap().apps.len(), 49, "51 % is held");
+    let held = h.app("worker-00");
+    assert_eq!(held.reason, "PruneGuard");
+    assert!(held.message.contains("25 of 49 apps (51%, more than the 50% allowed)"), "{}", held.message);
+    assert_eq!(h.counts["prod"].deletes.load(Ordering::SeqCst), 0);
+    h.commit("Retire them anyway\n\nKeelson-Allow-Prune: true", |_| {}).await;
+    assert_eq!(h.fleet.read().unwrap().apps.len(), 24, "the trailer lets 51 % through");
+}
