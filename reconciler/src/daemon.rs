@@ -160,11 +160,13 @@ pub async fn run(opts: DaemonOptions, on_listening: impl FnOnce(SocketAddr, &Pat
         format!("cannot listen on {} (is another process using it? try --listen 127.0.0.1:0)", opts.listen)
     })?;
     let addr = listener.local_addr()?;
+    let live_engine: Arc<std::sync::OnceLock<Arc<crate::engine::Ctx>>> = Arc::default();
     let api = router(ApiState {
         fleet: fleet.clone(),
         ledger: ledger.clone(),
         metrics: metrics.clone(),
         status_branch: Some(status_branch.clone()),
+        engine: live_engine.clone(),
     });
     let limits = ServeLimits {
         max_connections: guards.api_max_connections.unwrap_or_else(|| default_max_connections(open_files)),
@@ -208,6 +210,7 @@ pub async fn run(opts: DaemonOptions, on_listening: impl FnOnce(SocketAddr, &Pat
         wake,
         Arc::new(keelson_provider_api::SystemClock),
     );
+    let _ = live_engine.set(engine.ctx());
     let signalled = shutdown_tx.clone();
     tokio::spawn(async move {
         wait_for_signal().await;

@@ -217,6 +217,11 @@ impl Engine {
         }
     }
 
+    /// The context every reconcile shares, for reads from outside (a live diff for the API).
+    pub fn ctx(&self) -> Arc<Ctx> {
+        self.ctx.clone()
+    }
+
     /// Runs until `shutdown` turns true: resumes from the ledger, then reconciles what each commit
     /// changes and what asks to be looked at again.
     pub async fn run(mut self, mut refs: mpsc::Receiver<()>, mut shutdown: watch::Receiver<bool>) -> Result<()> {
@@ -271,6 +276,15 @@ impl Engine {
 }
 
 impl Ctx {
+    /// What is live for `app` against what git wants, observed now (no transition is recorded);
+    /// `None` when git does not want the app or it cannot be observed.
+    pub async fn live_diff(&self, app: &str) -> Option<Vec<keelson_core::fleet::ResourceDrift>> {
+        let desired = self.desired();
+        let wanted = desired.state.apps.get(app)?;
+        let status = self.status_of(app)?;
+        self.live_drift(wanted, &status).await
+    }
+
     /// The commit the engine acts on.
     fn desired(&self) -> Arc<Desired> {
         self.desired.read().unwrap_or_else(|e| e.into_inner()).clone()

@@ -66,6 +66,9 @@ fn a_field_drifted_in_the_sim_is_found_recorded_and_healed_or_left_and_shown_by_
     d.wait_for("order-worker Drifted", Duration::from_secs(60), |d| {
         d.app("order-worker").filter(|a| a["phase"] == "Drifted").map(|_| ())
     });
+    let live = d.json("/api/v1/apps/order-worker/diff");
+    assert_eq!(live["live"], true, "observed now, through the engine: {live}");
+    assert_eq!(live["drift"][0]["changes"][0]["pointer"], "/spec/replicas", "{live}");
     let out = keelson(&["diff", "order-worker", "--server", &d.url], tmp.path());
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "drift exits 1: {text}{}", String::from_utf8_lossy(&out.stderr));

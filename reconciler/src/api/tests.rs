@@ -16,6 +16,7 @@ async fn state() -> (tempfile::TempDir, ApiState) {
         ledger,
         metrics: Arc::new(Metrics::new()),
         status_branch: None,
+        engine: Default::default(),
     };
     (dir, state)
 }
@@ -238,6 +239,11 @@ async fn status_names_what_the_prune_guard_holds_and_what_drifted() {
     assert_eq!(body["pruneGuard"]["apps"], serde_json::json!(["api", "db"]), "{body}");
     assert_eq!(body["pruneGuard"]["commit"], "abc");
     assert_eq!(body["drifted"], serde_json::json!(["web"]));
+    let (code, diff) = call(&s, "GET", "/api/v1/apps/web/diff").await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(diff["live"], false, "no engine here: the last observation: {diff}");
+    assert_eq!(diff["drift"][0]["resource"], "sim:Workload/web/web");
+    assert_eq!(call(&s, "GET", "/api/v1/apps/nope/diff").await.0, StatusCode::NOT_FOUND);
     let (_, apps) = call(&s, "GET", "/api/v1/apps").await;
     let api = apps["apps"].as_array().unwrap().iter().find(|a| a["name"] == "api").unwrap().clone();
     assert_eq!((api["phase"].as_str(), api["reason"].as_str()), (Some("Blocked"), Some("PruneGuard")));
