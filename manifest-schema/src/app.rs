@@ -317,18 +317,29 @@ pub enum AutoRevert {
 }
 
 /// What the daemon does about drift and removed resources.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SyncPolicy {
-    /// Undo changes made outside git.
-    #[serde(default)]
+    /// Undo changes made outside git (default true: drift is healed unless this says false).
+    #[serde(default = "yes")]
     pub self_heal: bool,
-    /// Delete resources the app no longer declares.
-    #[serde(default)]
-    pub prune: bool,
+    /// Delete resources the app no longer declares (`None`: not written; see
+    /// `docs/manifest-reference.md` for what each case does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune: Option<bool>,
     /// JSON pointers whose drift is ignored.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignore_differences: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for SyncPolicy {
+    fn default() -> Self {
+        SyncPolicy { self_heal: true, prune: None, ignore_differences: Vec::new() }
+    }
 }
 
 /// Plain Kubernetes YAML deployed from the app's directory.

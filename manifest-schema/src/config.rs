@@ -35,6 +35,9 @@ pub struct Config {
     /// Full drift scans.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift: Option<DriftConfig>,
+    /// How much of the fleet one commit may delete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune_guard: Option<PruneGuardConfig>,
     /// Apps reconciled in parallel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u32>,
@@ -108,13 +111,29 @@ pub struct ApiConfig {
     pub listen: Option<String>,
 }
 
-/// Drift scan schedule.
+/// How drift is looked for.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DriftConfig {
-    /// 5-field crontab expression.
+    /// Every app is observed again this long after it was last looked at (default `5m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    /// 5-field crontab expression (UTC): every app is also observed at these times.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
+    /// JSON pointers never counted as drift, by resource kind (`Deployment: [/spec/replicas]`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ignore_differences: BTreeMap<String, Vec<String>>,
+}
+
+/// The prune guard.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PruneGuardConfig {
+    /// The largest share of the fleet (percent, default 50) one commit may delete without
+    /// `Keelson-Allow-Prune: true`; a commit deleting every app always needs the trailer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_percent: Option<u32>,
 }
 
 /// A named provider instance: its type plus settings only that provider interprets.
@@ -186,7 +205,7 @@ pub(crate) fn check_config_document(file: &str, doc: &Document) -> Vec<Diagnosti
         Diagnostic::error(file, doc.spans.locate_value(pointer), pointer, rule, message)
     };
     let text = |pointer: &str| doc.value.pointer(pointer).and_then(Value::as_str);
-    for pointer in ["/source/pollInterval", "/status/pushInterval"] {
+    for pointer in ["/source/pollInterval", "/status/pushInterval", "/drift/interval"] {
         if let Some(s) = text(pointer)
             && let Err(e) = parse_duration(s)
         {

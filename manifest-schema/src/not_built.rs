@@ -90,24 +90,6 @@ pub const NOT_BUILT: &[NotBuilt] = &[
         built_by: "progressive delivery (not filed yet)",
     },
     NotBuilt {
-        kind: Kind::App,
-        pointer: "/spec/sync/selfHeal",
-        when: When::True,
-        severity: Severity::Warning,
-        what: "self-heal of drift",
-        instead: "changes made outside git are neither detected nor undone",
-        built_by: "issue 15 (drift and self-heal)",
-    },
-    NotBuilt {
-        kind: Kind::App,
-        pointer: "/spec/sync/ignoreDifferences",
-        when: When::Present,
-        severity: Severity::Warning,
-        what: "drift detection (and so `ignoreDifferences`)",
-        instead: "the list is ignored: drift is not looked for",
-        built_by: "issue 15 (drift and self-heal)",
-    },
-    NotBuilt {
         kind: Kind::Config,
         pointer: "/source/requireSignedCommits",
         when: When::True,
@@ -153,15 +135,6 @@ pub const NOT_BUILT: &[NotBuilt] = &[
         what: "pushing the status branch to a remote",
         instead: "the status branch is written locally only; the interval is ignored",
         built_by: "issue 18 (git source v2)",
-    },
-    NotBuilt {
-        kind: Kind::Config,
-        pointer: "/drift",
-        when: When::Present,
-        severity: Severity::Warning,
-        what: "drift scans",
-        instead: "the schedule is ignored: apps are not re-observed once healthy",
-        built_by: "issue 15 (drift and self-heal)",
     },
     NotBuilt {
         kind: Kind::Config,
@@ -268,14 +241,7 @@ mod tests {
         let app = json!({"spec": {"strategy": {"type": "canary", "autoRevert": "branch"}, "sync": {"selfHeal": true}}});
         let found: Vec<(&str, Severity)> =
             findings(Kind::App, &app).iter().map(|(r, _, _)| (r.pointer, r.severity)).collect();
-        assert_eq!(
-            found,
-            [
-                ("/spec/strategy/type", Severity::Error),
-                ("/spec/strategy/autoRevert", Severity::Error),
-                ("/spec/sync/selfHeal", Severity::Warning)
-            ]
-        );
+        assert_eq!(found, [("/spec/strategy/type", Severity::Error), ("/spec/strategy/autoRevert", Severity::Error)]);
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// The status branch, for cross-checking audit trailers in `/api/v1/audit/verify`.
     pub status_branch: Option<StatusBranch>,
+    /// The engine, once it runs: `/api/v1/apps/{name}/diff` observes through it.
+    pub engine: Arc<std::sync::OnceLock<Arc<crate::engine::Ctx>>>,
 }
 
 /// An error as the API returns it: a status code and a JSON body `{"error": {"status", "message"}}`.
@@ -82,6 +84,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/apps", get(apps))
         .route("/api/v1/apps/{name}", get(app))
         .route("/api/v1/apps/{name}/history", get(history))
+        .route("/api/v1/apps/{name}/diff", get(diff))
         .route("/api/v1/audit", get(audit))
         .route("/api/v1/audit/verify", get(audit_verify))
         .fallback(not_found)
@@ -170,9 +173,54 @@ async fn status(State(s): State<ApiState>) -> Json<serde_json::Value> {
         "apps": fleet.apps.len(),
         "phases": fleet.counts(),
         "inSync": fleet.apps.values().filter(|a| a.in_sync).count(),
+        "drifted": fleet.apps.values().filter(|a| !a.drift.is_empty()).map(|a| &a.name).collect::<Vec<_>>(),
+        // Apps a commit removed that the prune guard keeps (`Keelson-Allow-Prune: true` lets them go).
+        "pruneGuard": prune_guard_view(&fleet),
         // Settings (daemon config, then manifests) that are accepted but not carried out.
         "notBuilt": fleet.config_not_built.iter().chain(&fleet.source.not_built).collect::<Vec<_>>(),
     }))
+}
+
+/// How long one live diff may take to observe.
+const LIVE_DIFF_LIMIT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// `GET /api/v1/apps/{name}/diff`: what is live against what git wants, observed now through the
+/// engine (`live: true`), or as last observed when the engine cannot say (`live: false`).
+async fn diff(
+    State(s): State<ApiState>,
+    name: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let Path(name) = name?;
+    let last = {
+        let fleet = s.fleet.read().unwrap_or_else(|e| e.into_inner());
+        fleet.apps.get(&name).cloned()
+    };
+    let Some(last) = last else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no app named {name:?} in the fleet")));
+    };
+    let live = match s.engine.get() {
+        Some(ctx) => tokio::time::timeout(LIVE_DIFF_LIMIT, ctx.live_diff(&name)).await.ok().flatten(),
+        None => None,
+    };
+    let (is_live, drift) = match live {
+        Some(drift) => (true, drift),
+        None => (false, last.drift.clone()),
+    };
+    Ok(Json(json!({"app": name, "phase": last.phase, "live": is_live, "drift": drift})))
+}
+
+/// What the prune guard holds, or null.
+fn prune_guard_view(fleet: &crate::engine::state::Fleet) -> serde_json::Value {
+    let held: Vec<&AppStatus> =
+        fleet.apps.values().filter(|a| a.phase == keelson_core::Phase::Blocked && a.reason == "PruneGuard").collect();
+    match held.first() {
+        None => serde_json::Value::Null,
+        Some(first) => json!({
+            "apps": held.iter().map(|a| &a.name).collect::<Vec<_>>(),
+            "commit": first.desired_commit,
+            "message": first.message,
+        }),
+    }
 }
 
 async fn apps(State(s): State<ApiState>) -> Json<AppList> {

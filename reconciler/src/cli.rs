@@ -99,6 +99,16 @@ pub enum Command {
         #[arg(long, short = 'o', value_enum, default_value_t = ObjectFormat::Table)]
         format: ObjectFormat,
     },
+    /// What is live against what git wants (the managed fields the daemon last observed); exit 1
+    /// when anything has drifted.
+    Diff {
+        /// One app [default: every app].
+        app: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+        #[arg(long, short = 'o', value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
     /// Wait until an app is healthy or synced (for CI pipelines, like `argocd app wait`): exit 0
     /// when it is, 1 when it fails, is blocked by anything but a freeze, or the timeout passes.
     Wait {
@@ -207,6 +217,14 @@ pub struct Tuning {
     /// Apps reconciled at once (each app by one worker at a time); `concurrency:` in config.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub concurrency: Option<u32>,
+    /// Every app is observed again for drift this long (plus up to a tenth) after it was last
+    /// looked at [default: `drift.interval` in config, else 5m].
+    #[arg(long, value_parser = parse_duration)]
+    pub drift_interval: Option<Duration>,
+    /// Make the simulator change a field by itself, once, as a hand edit would:
+    /// NAME:POINTER=VALUE[@AFTER], e.g. `storefront:/spec/replicas=5@10s` (repeatable).
+    #[arg(long, value_parser = parse_sim_drift)]
+    pub sim_drift: Vec<keelson_provider_sim::DriftFault>,
     #[command(flatten)]
     pub safeguards: crate::daemon::safeguards::Safeguards,
 }
@@ -238,8 +256,16 @@ pub struct DaemonArgs {
     /// Branch the daemon records transitions on [default: keelson/status].
     #[arg(long)]
     pub status_branch: Option<String>,
+    /// Record what would be done as `Planned` transitions marked as dry runs; never call a
+    /// provider's apply or delete (to run beside another tool during a migration).
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub tuning: Tuning,
+}
+
+fn parse_sim_drift(text: &str) -> Result<keelson_provider_sim::DriftFault, String> {
+    keelson_provider_sim::DriftFault::parse(text)
 }
 
 #[derive(Debug, Args)]
@@ -457,6 +483,7 @@ async fn run(command: Command) -> Result<ExitCode> {
         }
         Command::Get(GetCommand::App { name, server, format }) => fleet::get_app(&server, &name, format),
         Command::History { app, server, format } => fleet::history(&server, &app, format),
+        Command::Diff { app, server, format } => fleet::diff(&server, app.as_deref(), format),
         Command::Wait { app, condition, timeout, interval, server } => {
             fleet::wait(&server, &app, condition, timeout, interval)
         }
@@ -506,6 +533,13 @@ async fn up(args: UpArgs) -> Result<ExitCode> {
         providers,
         clusters,
         not_built: Vec::new(),
+        drift: crate::daemon::DriftOptions {
+            interval: args.tuning.drift_interval.unwrap_or(crate::engine::DEFAULT_DRIFT_INTERVAL),
+            ..Default::default()
+        },
+        prune_max_percent: crate::engine::DEFAULT_PRUNE_MAX_PERCENT,
+        dry_run: false,
+        sim_drift: args.tuning.sim_drift,
         safeguards: args.tuning.safeguards,
     };
     daemon::run(opts, |addr, data_dir, database| {

@@ -147,13 +147,81 @@ pub fn daemon_options(args: DaemonArgs, config: Option<Config>) -> Result<Daemon
         providers: config.providers.clone(),
         clusters: config.clusters.clone(),
         not_built,
+        drift: drift_options(config.drift.as_ref(), args.tuning.drift_interval)?,
+        prune_max_percent: config
+            .prune_guard
+            .as_ref()
+            .and_then(|g| g.max_percent)
+            .map_or(crate::engine::DEFAULT_PRUNE_MAX_PERCENT, |p| p.min(100)),
+        dry_run: args.dry_run,
+        sim_drift: args.tuning.sim_drift,
         safeguards: args.tuning.safeguards,
     })
+}
+
+/// `drift:` in config, under `--drift-interval`.
+fn drift_options(
+    drift: Option<&keelson_manifest::config::DriftConfig>,
+    flag: Option<Duration>,
+) -> Result<crate::daemon::DriftOptions> {
+    let mut out = crate::daemon::DriftOptions::default();
+    let Some(drift) = drift else {
+        out.interval = flag.unwrap_or(out.interval);
+        return Ok(out);
+    };
+    out.interval = match (flag, drift.interval.as_deref()) {
+        (Some(d), _) => d,
+        (None, Some(text)) => parse_duration(text).map_err(|e| anyhow::anyhow!("drift.interval: {e}"))?,
+        (None, None) => out.interval,
+    };
+    if out.interval.is_zero() {
+        bail!("drift.interval must be longer than 0s (write e.g. `5m`)");
+    }
+    if let Some(text) = drift.schedule.as_deref() {
+        out.schedule =
+            Some(crate::policy::freeze::parse_cron(text).map_err(|e| anyhow::anyhow!("drift.schedule: {e}"))?);
+    }
+    out.ignore_by_kind = drift.ignore_differences.clone();
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn daemon_args(extra: &[&str]) -> DaemonArgs {
+        use clap::Parser as _;
+        let mut argv = vec!["keelson", "daemon", "--repo", "/srv/state"];
+        argv.extend_from_slice(extra);
+        match crate::cli::Cli::try_parse_from(argv).unwrap().command {
+            crate::cli::Command::Daemon(args) => args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn drift_prune_guard_and_dry_run_come_from_config_and_flags() {
+        let yaml = "apiVersion: keelson.dev/v1alpha1\nkind: Config\ndrift:\n  interval: 2m\n  schedule: \"*/10 * * * *\"\n  \
+                    ignoreDifferences:\n    Deployment: [/spec/replicas]\npruneGuard: {maxPercent: 30}\n";
+        let (config, diagnostics) = check("keelson.yaml", yaml.as_bytes());
+        assert!(diagnostics.is_empty(), "drift and pruneGuard are built: {diagnostics:#?}");
+        let opts = daemon_options(daemon_args(&["--dry-run"]), config.clone()).unwrap();
+        assert_eq!(opts.drift.interval, Duration::from_secs(120));
+        assert!(opts.drift.schedule.is_some());
+        assert_eq!(opts.drift.ignore_by_kind["Deployment"], ["/spec/replicas"]);
+        assert_eq!((opts.prune_max_percent, opts.dry_run), (30, true));
+        let opts = daemon_options(daemon_args(&["--drift-interval", "15s"]), config).unwrap();
+        assert_eq!((opts.drift.interval, opts.dry_run), (Duration::from_secs(15), false), "the flag wins");
+        let defaults = daemon_options(daemon_args(&[]), None).unwrap();
+        assert_eq!((defaults.drift.interval, defaults.prune_max_percent), (Duration::from_secs(300), 50));
+        let bad = "apiVersion: keelson.dev/v1alpha1\nkind: Config\ndrift: {interval: soon}\n";
+        let errors = diagnostics_of(bad);
+        assert!(errors.iter().any(|e| e.contains("/drift/interval")), "{errors:#?}");
+    }
+
+    fn diagnostics_of(yaml: &str) -> Vec<String> {
+        check("keelson.yaml", yaml.as_bytes()).1.iter().filter(|d| d.is_error()).map(ToString::to_string).collect()
+    }
 
     fn diagnostics(yaml: &str) -> Vec<String> {
         check("keelson.yaml", yaml.as_bytes()).1.iter().filter(|d| d.is_error()).map(ToString::to_string).collect()

@@ -61,6 +61,35 @@ pub struct DaemonOptions {
     pub not_built: Vec<String>,
     /// API connection limits, the shutdown deadline, `--new-audit-chain`.
     pub safeguards: safeguards::Safeguards,
+    /// `drift:` in config (and `--drift-interval`).
+    pub drift: DriftOptions,
+    /// `pruneGuard.maxPercent` in config.
+    pub prune_max_percent: u32,
+    /// `--dry-run`: plan and record, never apply or delete.
+    pub dry_run: bool,
+    /// `--sim-drift`: drift faults every sim instance starts with.
+    pub sim_drift: Vec<keelson_provider_sim::DriftFault>,
+}
+
+/// How drift is looked for.
+#[derive(Debug, Clone)]
+pub struct DriftOptions {
+    /// Every app is observed again this long (plus up to a tenth) after it was last looked at.
+    pub interval: Duration,
+    /// And every app at each time of this crontab (UTC).
+    pub schedule: Option<croner::Cron>,
+    /// JSON pointers never counted as drift, by resource kind.
+    pub ignore_by_kind: BTreeMap<String, Vec<String>>,
+}
+
+impl Default for DriftOptions {
+    fn default() -> Self {
+        DriftOptions {
+            interval: crate::engine::DEFAULT_DRIFT_INTERVAL,
+            schedule: None,
+            ignore_by_kind: BTreeMap::new(),
+        }
+    }
 }
 
 /// Runs until SIGTERM or SIGINT; `on_listening` is called with the bound API address and data dir.
@@ -84,7 +113,11 @@ pub async fn run(opts: DaemonOptions, on_listening: impl FnOnce(SocketAddr, &Pat
     let ledger = Ledger::open(&database).await.context("opening the audit ledger")?;
     // From here on the database string is only shown without its password.
     let database = crate::ledger::redact(&database);
-    let sim_defaults = SimConfig { rollout_time: opts.sim_rollout_time, ..SimConfig::default() };
+    let mut sim_defaults = SimConfig { rollout_time: opts.sim_rollout_time, ..SimConfig::default() };
+    sim_defaults.faults.drift.extend(opts.sim_drift.iter().cloned());
+    if opts.dry_run {
+        tracing::warn!("dry run: plans are recorded as `Planned` (dry run); no provider apply or delete is called");
+    }
     let providers = crate::providers::build(&opts.providers, &opts.clusters, sim_defaults, &data_dir).await?;
     if providers.status.simulated {
         tracing::info!("{}", providers.status.message);
@@ -127,11 +160,13 @@ pub async fn run(opts: DaemonOptions, on_listening: impl FnOnce(SocketAddr, &Pat
         format!("cannot listen on {} (is another process using it? try --listen 127.0.0.1:0)", opts.listen)
     })?;
     let addr = listener.local_addr()?;
+    let live_engine: Arc<std::sync::OnceLock<Arc<crate::engine::Ctx>>> = Arc::default();
     let api = router(ApiState {
         fleet: fleet.clone(),
         ledger: ledger.clone(),
         metrics: metrics.clone(),
         status_branch: Some(status_branch.clone()),
+        engine: live_engine.clone(),
     });
     let limits = ServeLimits {
         max_connections: guards.api_max_connections.unwrap_or_else(|| default_max_connections(open_files)),
@@ -162,17 +197,20 @@ pub async fn run(opts: DaemonOptions, on_listening: impl FnOnce(SocketAddr, &Pat
         ledger.clone(),
         providers,
         EngineSettings {
-            branch: opts.branch.clone(),
-            path: opts.path.clone(),
-            progress_deadline: opts.progress_deadline,
-            concurrency: opts.concurrency,
             reflect_interval: REFLECT_INTERVAL,
+            drift_interval: opts.drift.interval,
+            drift_schedule: opts.drift.schedule.clone(),
+            ignore_by_kind: opts.drift.ignore_by_kind.clone(),
+            prune_max_percent: opts.prune_max_percent,
+            dry_run: opts.dry_run,
+            ..EngineSettings::new(opts.branch.clone(), opts.path.clone(), opts.progress_deadline, opts.concurrency)
         },
         fleet,
         metrics.clone(),
         wake,
         Arc::new(keelson_provider_api::SystemClock),
     );
+    let _ = live_engine.set(engine.ctx());
     let signalled = shutdown_tx.clone();
     tokio::spawn(async move {
         wait_for_signal().await;

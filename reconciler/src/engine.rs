@@ -12,6 +12,7 @@
 
 mod admit;
 mod backoff;
+mod drift;
 mod load;
 mod progress;
 mod prune;
@@ -67,7 +68,40 @@ pub struct EngineSettings {
     pub concurrency: usize,
     /// How often the reflector looks for entries other writers appended.
     pub reflect_interval: Duration,
+    /// How often every app is observed again for drift (`drift.interval`), plus up to a tenth.
+    pub drift_interval: Duration,
+    /// `drift.schedule`: every app is also observed at each of these times (UTC).
+    pub drift_schedule: Option<croner::Cron>,
+    /// `drift.ignoreDifferences`: JSON pointers never counted as drift, by resource kind.
+    pub ignore_by_kind: BTreeMap<String, Vec<String>>,
+    /// `pruneGuard.maxPercent`: the largest share of the fleet one commit may delete.
+    pub prune_max_percent: u32,
+    /// `--dry-run`: plans are recorded (marked as dry runs); no provider apply or delete is called.
+    pub dry_run: bool,
 }
+
+impl EngineSettings {
+    /// Defaults for the settings that have them (drift every 5 minutes, the guard at 50 %).
+    pub fn new(branch: String, path: String, progress_deadline: Duration, concurrency: usize) -> Self {
+        EngineSettings {
+            branch,
+            path,
+            progress_deadline,
+            concurrency,
+            reflect_interval: Duration::from_secs(1),
+            drift_interval: DEFAULT_DRIFT_INTERVAL,
+            drift_schedule: None,
+            ignore_by_kind: BTreeMap::new(),
+            prune_max_percent: DEFAULT_PRUNE_MAX_PERCENT,
+            dry_run: false,
+        }
+    }
+}
+
+/// `drift.interval` unless configured.
+pub const DEFAULT_DRIFT_INTERVAL: Duration = Duration::from_secs(300);
+/// `pruneGuard.maxPercent` unless configured.
+pub const DEFAULT_PRUNE_MAX_PERCENT: u32 = 50;
 
 /// A commit as the engine acts on it: the desired state and the policies of that commit.
 #[derive(Default)]
@@ -82,6 +116,8 @@ pub struct Desired {
     pub policy_errors: Vec<String>,
     /// The reason of a `Keelson-Freeze-Override` trailer on the commit.
     pub freeze_override: Option<String>,
+    /// The commit carries `Keelson-Allow-Prune: true`: the prune guard lets it through.
+    pub allow_prune: bool,
     /// Apps that depend on each app (reversed `dependsOn`).
     pub dependents: HashMap<String, Vec<String>>,
     /// Quota verdicts by app (quotas weigh the whole commit).
@@ -181,6 +217,11 @@ impl Engine {
         }
     }
 
+    /// The context every reconcile shares, for reads from outside (a live diff for the API).
+    pub fn ctx(&self) -> Arc<Ctx> {
+        self.ctx.clone()
+    }
+
     /// Runs until `shutdown` turns true: resumes from the ledger, then reconciles what each commit
     /// changes and what asks to be looked at again.
     pub async fn run(mut self, mut refs: mpsc::Receiver<()>, mut shutdown: watch::Receiver<bool>) -> Result<()> {
@@ -199,6 +240,7 @@ impl Engine {
         ));
         loop {
             let retry_at = self.source_retry.next_attempt();
+            let scan_in = self.ctx.settings.drift_schedule.as_ref().and_then(|c| drift::until_next(c, self.ctx.now()));
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => break,
@@ -208,6 +250,15 @@ impl Engine {
                     self.sync_source().await;
                 }
                 _ = source_retry::sleep_until(retry_at) => self.sync_source().await,
+                _ = async {
+                    match scan_in {
+                        Some(wait) => tokio::time::sleep(wait).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    tracing::info!("drift schedule: observing every app");
+                    self.ctx.enqueue_everything();
+                }
             }
             if *shutdown.borrow() {
                 break;
@@ -225,6 +276,15 @@ impl Engine {
 }
 
 impl Ctx {
+    /// What is live for `app` against what git wants, observed now (no transition is recorded);
+    /// `None` when git does not want the app or it cannot be observed.
+    pub async fn live_diff(&self, app: &str) -> Option<Vec<keelson_core::fleet::ResourceDrift>> {
+        let desired = self.desired();
+        let wanted = desired.state.apps.get(app)?;
+        let status = self.status_of(app)?;
+        self.live_drift(wanted, &status).await
+    }
+
     /// The commit the engine acts on.
     fn desired(&self) -> Arc<Desired> {
         self.desired.read().unwrap_or_else(|e| e.into_inner()).clone()
@@ -306,7 +366,12 @@ fn error_class(e: &anyhow::Error) -> ErrorClass {
 /// `spec.sync.prune`: false unless written, whether or not a `sync:` block is there (as the
 /// manifest reference says).
 fn app_prunes(app: &LoadedApp) -> bool {
-    app.app.spec.sync.as_ref().is_some_and(|s| s.prune)
+    app.app.spec.sync.as_ref().is_some_and(|s| s.prune == Some(true))
+}
+
+/// `spec.sync.selfHeal`: true unless written false.
+fn app_self_heals(app: &App) -> bool {
+    app.spec.sync.as_ref().is_none_or(|s| s.self_heal)
 }
 
 /// Now as the ledger writes times (RFC 3339 UTC, microseconds): one precision everywhere.

@@ -390,7 +390,12 @@ fn empty() -> Value {
 }
 
 fn prunes(app: &keelson_manifest::App) -> bool {
-    app.spec.sync.as_ref().is_some_and(|s| s.prune)
+    app.spec.sync.as_ref().is_some_and(|s| s.prune == Some(true))
+}
+
+/// An app removed from git keeps its resources only when it says `sync.prune: false`.
+fn keeps_when_removed(app: &keelson_manifest::App) -> bool {
+    app.spec.sync.as_ref().is_some_and(|s| s.prune == Some(false))
 }
 
 /// GPUs an app holds: replicas × `resources.gpu.count`.
@@ -438,12 +443,7 @@ fn rule_at(v: &Verdict) -> Location {
 }
 
 /// Per-resource plan of two renders; with `prune` off, what the app stops rendering is kept.
-fn plan_resources(
-    before: &[DesiredResource],
-    after: &[DesiredResource],
-    prune: bool,
-    removed: bool,
-) -> Vec<ResourcePlan> {
+fn plan_resources(before: &[DesiredResource], after: &[DesiredResource], prune: bool) -> Vec<ResourcePlan> {
     let mut out = Vec::new();
     for r in after {
         match before.iter().find(|b| b.id == r.id) {
@@ -477,9 +477,9 @@ fn plan_resources(
             fields: Vec::new(),
             object: None,
             before: Some(b.spec.clone()),
-            // The daemon deletes a removed app's inventory whatever its `sync.prune` says; an app
-            // that stays keeps what it stops rendering unless it prunes.
-            kept: !removed && !prune,
+            // A removed app's inventory goes unless it says `sync.prune: false` (`prune` is then
+            // false); an app that stays keeps what it stops rendering unless it prunes.
+            kept: !prune,
         });
     }
     out
@@ -550,7 +550,7 @@ pub async fn plan_revisions(
             None => Vec::new(),
         };
         let (resources, render_error) = match render_at(renderers, new, &head_rev.commit).await {
-            Ok(after) => (plan_resources(&before, &after, prunes(&new.app), false), None),
+            Ok(after) => (plan_resources(&before, &after, prunes(&new.app)), None),
             Err(e) => (Vec::new(), Some(e)),
         };
         // Against an empty object, so an added app lists each of its fields.
@@ -596,7 +596,7 @@ pub async fn plan_revisions(
         summary.removed += 1;
         let before = render_at(renderers, old, &base_rev.commit).await;
         let (resources, render_error) = match before {
-            Ok(before) => (plan_resources(&before, &[], prunes(&old.app), true), None),
+            Ok(before) => (plan_resources(&before, &[], !keeps_when_removed(&old.app)), None),
             Err(e) => (Vec::new(), Some(format!("cannot render at base to list what is deleted: {e}"))),
         };
         risks.extend(app_risks(name, Some(&old.app), None));

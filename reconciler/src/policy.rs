@@ -9,7 +9,7 @@
 //! problem until the policy is fixed, because a broken guardrail must not silently let every
 //! change through.
 
-mod freeze;
+pub(crate) mod freeze;
 mod quota;
 mod rego;
 mod rules;

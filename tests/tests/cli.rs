@@ -179,13 +179,13 @@ fn validate_refuses_unbuilt_strategies_and_warns_about_unbuilt_settings() {
         assert!(line.contains("is not built"), "{line}");
     }
     edit(&file, "    type: canary\n    steps: [10, 50, 100]", "    type: direct");
-    edit(&file, "    prune: true", "    prune: true\n    selfHeal: true");
+    edit(&file, "    type: direct", "    type: direct\n    interval: 30s");
     let out = keelson(&["validate", repo.to_str().unwrap(), "--format", "json"], tmp.path());
     assert!(out.status.success(), "a warning does not fail validation: {}", stdout(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["warnings"], 1, "{v}");
     assert_eq!(v["diagnostics"][0]["rule"], "not-built");
-    assert_eq!(v["diagnostics"][0]["pointer"], "/spec/sync/selfHeal");
+    assert_eq!(v["diagnostics"][0]["pointer"], "/spec/strategy/interval");
 
     let config = tmp.path().join("keelson.yaml");
     let base = "apiVersion: keelson.dev/v1alpha1\nkind: Config\nsource: {repo: /srv/state}\n";

@@ -67,7 +67,9 @@ fn a_commit_is_applied_while_another_instance_holds_a_call() {
     .unwrap();
     let args = ["daemon", "--config", config.to_str().unwrap(), "--shutdown-timeout", "2s"];
     let d = Daemon::start(&args, tmp.path());
-    d.wait_for("storefront Healthy", Duration::from_secs(60), |d| d.app("storefront").filter(|a| a["phase"] == "Healthy"));
+    d.wait_for("storefront Healthy", Duration::from_secs(60), |d| {
+        d.app("storefront").filter(|a| a["phase"] == "Healthy")
+    });
     d.wait_for("llm-inference's apply in flight", Duration::from_secs(30), |d| {
         let history = d.json("/api/v1/apps/llm-inference/history");
         history["entries"].as_array()?.iter().any(|e| e["action"] == "intent").then_some(())

@@ -358,11 +358,12 @@ fn loader_and_state_cross_threads() {
     assert_send_sync::<LoadOutcome>();
 }
 
-/// A canary is refused (held as it is, never rolled out as `direct`); a self-heal only warns.
+/// A canary is refused (held as it is, never rolled out as `direct`); an ignored interval only warns.
 #[test]
-fn unbuilt_strategies_hold_the_app_and_unbuilt_sync_settings_only_warn() {
+fn unbuilt_strategies_hold_the_app_and_unbuilt_settings_that_are_safe_to_ignore_only_warn() {
     let mut repo = Repo::default();
-    repo.app(app("web").canary(&[10, 100])).app(app("db").set("/spec/sync", json!({"selfHeal": true})));
+    repo.app(app("web").canary(&[10, 100]))
+        .app(app("db").set("/spec/strategy", json!({"type": "direct", "interval": "30s"})));
     let outcome = repo.load(&mut Loader::new());
     assert_eq!(outcome.desired.invalid_apps.iter().collect::<Vec<_>>(), ["web"], "{}", render(&outcome));
     assert_eq!(outcome.desired.apps.keys().collect::<Vec<_>>(), ["db"]);
@@ -375,7 +376,7 @@ fn unbuilt_strategies_hold_the_app_and_unbuilt_sync_settings_only_warn() {
     assert_eq!(
         not_built,
         [
-            ("apps/db/deploy.yaml", "/spec/sync/selfHeal", false),
+            ("apps/db/deploy.yaml", "/spec/strategy/interval", false),
             ("apps/web/deploy.yaml", "/spec/strategy/type", true),
             ("apps/web/deploy.yaml", "/spec/strategy/interval", false),
             ("apps/web/deploy.yaml", "/spec/strategy/gates", true),

@@ -293,7 +293,6 @@ fn design_config_parses() {
             not_built("/source/requireSignedCommits", Severity::Error),
             not_built("/source/allowedSigners", Severity::Warning),
             not_built("/status/pushInterval", Severity::Warning),
-            not_built("/drift", Severity::Warning),
             not_built("/clusters/prod-east/capacity", Severity::Warning),
             not_built("/clusters/prod-east/mesh", Severity::Warning),
             not_built("/clusters/prod-east/metrics", Severity::Warning),
@@ -444,8 +443,6 @@ spec:
             ("/spec/strategy/interval", Severity::Warning),
             ("/spec/strategy/autoRevert", Severity::Error),
             ("/spec/strategy/gates", Severity::Error),
-            ("/spec/sync/selfHeal", Severity::Warning),
-            ("/spec/sync/ignoreDifferences", Severity::Warning),
         ]
     );
     assert!(checked.documents[0].manifest.is_none(), "a canary must not be accepted as a direct rollout");

@@ -13,7 +13,7 @@ use keelson_provider_api::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{Faults, Operation, SimConfig, SimProvider, SimRenderer, VariantMetrics};
+use crate::{DriftFault, Faults, Operation, SimConfig, SimProvider, SimRenderer, VariantMetrics};
 
 /// Builds sim instances; `defaults` apply to every setting an instance does not write.
 #[derive(Debug, Clone, Default)]
@@ -58,6 +58,19 @@ pub struct FaultSettings {
     hang: BTreeSet<Operation>,
     #[serde(default)]
     degrade: BTreeMap<Variant, VariantMetrics>,
+    #[serde(default)]
+    drift: Vec<DriftSetting>,
+}
+
+/// One drift fault as written in config.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct DriftSetting {
+    name: String,
+    pointer: String,
+    value: Value,
+    #[serde(default)]
+    after: Option<String>,
 }
 
 impl SimSettings {
@@ -88,6 +101,18 @@ impl SimSettings {
         faults.slow.extend(slow);
         faults.hang.extend(f.hang.iter().copied());
         faults.degrade.extend(f.degrade.iter().map(|(v, m)| (*v, *m)));
+        for d in &f.drift {
+            let after = match &d.after {
+                Some(text) => duration("faults.drift.after", text)?,
+                None => Duration::ZERO,
+            };
+            faults.drift.push(DriftFault {
+                name: d.name.clone(),
+                pointer: d.pointer.clone(),
+                value: d.value.clone(),
+                after,
+            });
+        }
         Ok(SimConfig { rollout_time, faults: Faults { ..faults } })
     }
 }
@@ -137,7 +162,17 @@ impl ProviderFactory for SimFactory {
                         "failApply": names, "failDelete": names, "forbidden": names,
                         "unavailable": operations, "hang": operations,
                         "slow": {"type": "object", "additionalProperties": false, "properties": slow_properties},
-                        "degrade": {"type": "object", "additionalProperties": false, "properties": variant_properties}
+                        "degrade": {"type": "object", "additionalProperties": false, "properties": variant_properties},
+                        "drift": {"type": "array", "items": {
+                            "type": "object", "additionalProperties": false, "required": ["name", "pointer", "value"],
+                            "properties": {
+                                "name": {"type": "string", "minLength": 1},
+                                "pointer": {"type": "string", "pattern": "^(/([^~/]|~[01])*)+$",
+                                            "x-expected": "a JSON pointer such as `/spec/replicas`"},
+                                "value": {},
+                                "after": duration
+                            }
+                        }}
                     }
                 }
             }
@@ -187,6 +222,23 @@ mod tests {
         assert_eq!(config.faults.degrade[&Variant::Canary].success_rate, 90.0);
         let defaults = SimSettings::default().config(&instance, &SimConfig::default()).unwrap();
         assert_eq!(defaults, SimConfig::default());
+    }
+
+    #[test]
+    fn drift_faults_come_from_settings_and_from_flag_text() {
+        let instance = InstanceName::new("lab");
+        let parsed = SimSettings::parse(
+            &instance,
+            &settings(json!({"faults": {"drift": [{"name": "web", "pointer": "/spec/replicas", "value": 5, "after": "10s"}]}})),
+        )
+        .unwrap();
+        let config = parsed.config(&instance, &SimConfig::default()).unwrap();
+        let flag = DriftFault::parse("web:/spec/replicas=5@10s").unwrap();
+        assert_eq!(config.faults.drift, std::slice::from_ref(&flag));
+        assert_eq!((&flag.value, flag.after), (&json!(5), Duration::from_secs(10)));
+        assert_eq!(flag.spec_pointer(), "/replicas");
+        assert_eq!(DriftFault::parse("web:/image=registry/x:2").unwrap().value, json!("registry/x:2"));
+        assert!(DriftFault::parse("web=5").unwrap_err().contains("NAME:POINTER=VALUE"));
     }
 
     #[test]

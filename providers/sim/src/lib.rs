@@ -118,6 +118,49 @@ pub struct Faults {
     pub hang: BTreeSet<Operation>,
     /// Variants whose metrics are degraded.
     pub degrade: BTreeMap<Variant, VariantMetrics>,
+    /// Fields the sim changes by itself, once each, as someone editing a live object would.
+    pub drift: Vec<DriftFault>,
+}
+
+/// A field of a live resource that the sim changes once, `after` its last apply: drift behind
+/// Keelson's back (`faults.drift` in config, `--sim-drift` on the command line).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DriftFault {
+    /// Resources named this.
+    pub name: String,
+    /// The field, a JSON pointer into the resource's spec (`/replicas`; `/spec/replicas` too).
+    pub pointer: String,
+    /// Its new value.
+    pub value: Value,
+    /// How long after the resource was last applied it drifts.
+    pub after: Duration,
+}
+
+impl DriftFault {
+    /// Reads `NAME:POINTER=VALUE[@AFTER]` (`storefront:/spec/replicas=5@10s`); VALUE is JSON, or
+    /// text when it is not JSON; AFTER defaults to 0 (at the next look).
+    pub fn parse(text: &str) -> std::result::Result<DriftFault, String> {
+        let usage = || format!("`{text}` is not NAME:POINTER=VALUE[@AFTER] (e.g. storefront:/spec/replicas=5@10s)");
+        let (name, rest) = text.split_once(':').ok_or_else(usage)?;
+        let (pointer, rest) = rest.split_once('=').ok_or_else(usage)?;
+        let (value, after) = match rest.rsplit_once('@') {
+            Some((value, after)) => {
+                let after = keelson_manifest::units::parse_duration(after).map_err(|e| format!("`{text}`: {e}"))?;
+                (value, after)
+            }
+            None => (rest, Duration::ZERO),
+        };
+        if name.is_empty() || !pointer.starts_with('/') {
+            return Err(usage());
+        }
+        let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()));
+        Ok(DriftFault { name: name.to_owned(), pointer: pointer.to_owned(), value, after })
+    }
+
+    /// The pointer inside the stored spec.
+    pub(crate) fn spec_pointer(&self) -> &str {
+        self.pointer.strip_prefix("/spec").filter(|p| p.starts_with('/')).unwrap_or(&self.pointer)
+    }
 }
 
 impl Faults {
@@ -172,6 +215,8 @@ pub struct SimProvider {
     clock: Arc<dyn Clock>,
     rollout_time: Duration,
     faults: Mutex<Faults>,
+    /// Drift faults already carried out (resource, pointer): each happens once per process.
+    drifted: Mutex<BTreeSet<(String, String)>>,
 }
 
 impl SimProvider {
@@ -192,6 +237,7 @@ impl SimProvider {
             clock,
             rollout_time: config.rollout_time,
             faults: Mutex::new(config.faults),
+            drifted: Mutex::default(),
         })
     }
 
@@ -293,8 +339,36 @@ impl SimProvider {
         Error::unavailable(self.name(), format!("storage: {source}"))
     }
 
+    /// Carries out the drift faults on `id` that are due and not yet done.
+    async fn drift_if_due(&self, id: &ResourceId) -> Result<()> {
+        let due: Vec<DriftFault> = {
+            let done = self.drifted.lock().unwrap_or_else(|e| e.into_inner());
+            let faults = self.faults();
+            faults
+                .drift
+                .into_iter()
+                .filter(|f| f.name == id.name && !done.contains(&(id.to_string(), f.pointer.clone())))
+                .collect()
+        };
+        if due.is_empty() {
+            return Ok(());
+        }
+        let stored = {
+            let mut conn = self.pool.acquire().await.map_err(|e| self.storage(e))?;
+            store::get(&mut conn, id).await.map_err(|e| self.storage(e))?
+        };
+        let Some(stored) = stored else { return Ok(()) };
+        let since = u128::try_from(self.now_micros().saturating_sub(stored.rollout_from)).unwrap_or(0);
+        for fault in due.into_iter().filter(|f| since >= f.after.as_micros()) {
+            self.drift(id, fault.spec_pointer(), fault.value.clone()).await?;
+            self.drifted.lock().unwrap_or_else(|e| e.into_inner()).insert((id.to_string(), fault.pointer.clone()));
+        }
+        Ok(())
+    }
+
     async fn observe_one(&self, id: &ResourceId) -> Result<Option<Observed>> {
         self.kind_of(id)?;
+        self.drift_if_due(id).await?;
         let mut conn = self.pool.acquire().await.map_err(|e| self.storage(e))?;
         let stored = store::get(&mut conn, id).await.map_err(|e| self.storage(e))?;
         Ok(stored.map(|s| Observed { id: id.clone(), digest: Some(s.digest.into()), spec: s.spec }))
@@ -302,6 +376,7 @@ impl SimProvider {
 
     async fn health_one(&self, id: &ResourceId) -> Result<Health> {
         let kind = self.kind_of(id)?;
+        self.drift_if_due(id).await?;
         let mut conn = self.pool.acquire().await.map_err(|e| self.storage(e))?;
         let Some(stored) = store::get(&mut conn, id).await.map_err(|e| self.storage(e))? else {
             return Ok(Health::Missing);

@@ -90,6 +90,32 @@ pub fn policy_blocked_at(status: Option<&AppStatus>, app: &LoadedApp, commit: &s
     })
 }
 
+/// The commit trailer that lets a commit through the prune guard.
+pub const ALLOW_PRUNE_TRAILER: &str = "Keelson-Allow-Prune";
+
+/// The prune guard: `Err(message)` when a commit would delete `removed` of the `total` apps the
+/// fleet runs and that is more than `max_percent` percent of them, or every one of them (far
+/// more often a broken `source.path` or a bad merge than a wish), unless the commit carries
+/// `Keelson-Allow-Prune: true` (`allowed`).
+pub fn prune_guard(removed: usize, total: usize, max_percent: u32, allowed: bool) -> Result<(), String> {
+    if removed == 0 || allowed {
+        return Ok(());
+    }
+    let all = removed >= total;
+    if !all && (removed as u128) * 100 <= u128::from(max_percent) * total as u128 {
+        return Ok(());
+    }
+    let share = if all {
+        format!("all {total} apps")
+    } else {
+        format!("{removed} of {total} apps ({}%, more than the {max_percent}% allowed)", removed * 100 / total.max(1))
+    };
+    Err(format!(
+        "the commit would delete {share}; nothing is pruned. If that is what you want, push a commit \
+         with the trailer `{ALLOW_PRUNE_TRAILER}: true`"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,6 +178,21 @@ mod tests {
         let s = status(Phase::Suspended, "d1");
         assert_eq!(decide(&loaded("web", "d2", true), Some(&s), false, Ok(())), Decision::Nothing);
         assert_eq!(decide(&loaded("web", "d3", false), Some(&s), false, Ok(())), Decision::StartRollout);
+    }
+
+    #[test]
+    fn the_prune_guard_stops_more_than_its_share_and_all_unless_allowed() {
+        assert_eq!(prune_guard(49, 100, 50, false), Ok(()));
+        assert_eq!(prune_guard(50, 100, 50, false), Ok(()), "exactly the share is allowed");
+        let refused = prune_guard(51, 100, 50, false).unwrap_err();
+        assert!(refused.contains("51 of 100 apps (51%, more than the 50% allowed)"), "{refused}");
+        assert!(refused.contains("Keelson-Allow-Prune: true"), "{refused}");
+        assert!(prune_guard(100, 100, 50, false).unwrap_err().contains("all 100 apps"));
+        assert!(prune_guard(1, 1, 100, false).is_err(), "all of them is refused whatever the share");
+        for (removed, total) in [(49, 100), (51, 100), (100, 100)] {
+            assert_eq!(prune_guard(removed, total, 50, true), Ok(()), "the trailer lets {removed}/{total} through");
+        }
+        assert_eq!(prune_guard(0, 0, 50, false), Ok(()));
     }
 
     #[test]

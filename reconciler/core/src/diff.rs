@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::event::{ChangeKind, PlannedChange};
+use crate::fleet::ResourceDrift;
 
 /// One changed field, by JSON pointer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,6 +69,43 @@ pub fn resource_changes(
         .collect();
     out.extend(deletes.iter().map(|id| change(id, ChangeKind::Delete, Vec::new(), None)));
     out
+}
+
+/// Drift: the managed fields of live resources that differ from `desired`, by pointer under
+/// `/spec` (`/spec/replicas`), minus those `ignored` names for each resource (a pointer ignores
+/// itself and everything below it). A resource that is gone is `missing`; one that could not be
+/// observed says nothing either way and is left out (the caller sees the error in `observed`).
+pub fn drift(
+    desired: &[DesiredResource],
+    observed: &[(ResourceId, keelson_provider_api::Result<Option<Observed>>)],
+    ignored: impl Fn(&ResourceId) -> Vec<String>,
+) -> Vec<ResourceDrift> {
+    let mut out = Vec::new();
+    for r in desired {
+        let Some((_, found)) = observed.iter().find(|(id, _)| id == &r.id) else { continue };
+        match found {
+            Ok(None) => out.push(ResourceDrift { resource: r.id.to_string(), missing: true, changes: Vec::new() }),
+            Ok(Some(live)) => {
+                let ignore = ignored(&r.id);
+                let changes: Vec<FieldChange> = field_diff(&live.spec, &r.spec)
+                    .into_iter()
+                    .map(|c| FieldChange { pointer: format!("/spec{}", c.pointer), ..c })
+                    .filter(|c| !ignore.iter().any(|i| covers(i, &c.pointer)))
+                    .collect();
+                if !changes.is_empty() {
+                    out.push(ResourceDrift { resource: r.id.to_string(), missing: false, changes });
+                }
+            }
+            Err(_) => {}
+        }
+    }
+    out
+}
+
+/// True when JSON pointer `ignore` is `pointer` or one of its ancestors.
+fn covers(ignore: &str, pointer: &str) -> bool {
+    let ignore = ignore.trim_end_matches('/');
+    ignore.is_empty() || pointer == ignore || pointer.strip_prefix(ignore).is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// What happens to one rendered resource between two revisions.
@@ -171,6 +209,37 @@ mod tests {
             ]
         );
         assert!(diff_resources(&after, &after).is_empty());
+    }
+
+    #[test]
+    fn drift_names_fields_under_spec_and_leaves_out_ignored_ones() {
+        let a = desired("a", json!({"image": "x:1", "replicas": 2, "resources": {"cpu": "1"}}));
+        let b = desired("b", json!({"replicas": 2}));
+        let c = desired("c", json!({"replicas": 2}));
+        let live = |r: &DesiredResource, spec: Value| {
+            (r.id.clone(), Ok(Some(Observed { id: r.id.clone(), digest: None, spec })))
+        };
+        let observed = vec![
+            live(&a, json!({"image": "x:2", "replicas": 5, "resources": {"cpu": "2"}})),
+            (b.id.clone(), Ok(None)),
+            (c.id.clone(), Err(keelson_provider_api::Error::unavailable(&"sim".into(), "down"))),
+        ];
+        let all = drift(&[a.clone(), b.clone(), c.clone()], &observed, |_| Vec::new());
+        assert_eq!(all.len(), 2, "an unobservable resource says nothing: {all:?}");
+        let pointers: Vec<&str> = all[0].changes.iter().map(|c| c.pointer.as_str()).collect();
+        assert_eq!(pointers, ["/spec/image", "/spec/replicas", "/spec/resources/cpu"]);
+        assert_eq!(all[0].changes[1].old, Some(json!(5)), "old is what is live");
+        assert_eq!(all[0].changes[1].new, Some(json!(2)), "new is what git wants");
+        assert!(all[1].missing);
+        let ignored =
+            drift(std::slice::from_ref(&a), &observed, |_| vec!["/spec/replicas".into(), "/spec/resources".into()]);
+        let pointers: Vec<&str> = ignored[0].changes.iter().map(|c| c.pointer.as_str()).collect();
+        assert_eq!(pointers, ["/spec/image"]);
+        let none = drift(&[a], &observed, |_| {
+            vec!["/spec/image".into(), "/spec/replicas".into(), "/spec/resources/cpu".into()]
+        });
+        assert!(none.is_empty(), "{none:?}");
+        assert!(!covers("/spec/rep", "/spec/replicas"), "a pointer is not a string prefix");
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub enum Event {
     Block(Block),
     /// `spec.suspend` is set. Action `suspend`.
     Suspend(Suspend),
+    /// Live resources differ from what git wants without a new commit. Action `drift`.
+    Drift(Drift),
 }
 
 /// Whether an intent (or plan) applies resources or deletes them.
@@ -115,6 +117,12 @@ pub struct Plan {
     /// The commit whose `Keelson-Retry` trailer this rollout consumed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_of: Option<String>,
+    /// True when the daemon runs with `--dry-run`: planned only, no provider is ever called.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+    /// Why this rollout started when it is not a new commit (`Drifted`: a self-heal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
 }
 
 /// What an intent is about to do.
@@ -291,6 +299,8 @@ pub enum BlockReason {
     Freeze,
     /// Its cluster lacks a provider role its strategy needs.
     MissingRole,
+    /// The commit would delete more of the fleet than the prune guard allows.
+    PruneGuard,
 }
 
 impl BlockReason {
@@ -301,6 +311,7 @@ impl BlockReason {
             BlockReason::Policy => "Policy",
             BlockReason::Freeze => "Freeze",
             BlockReason::MissingRole => "MissingRole",
+            BlockReason::PruneGuard => "PruneGuard",
         }
     }
 }
@@ -329,6 +340,33 @@ pub struct Suspend {
     pub reason: String,
     /// For people.
     pub message: String,
+}
+
+/// Live resources that differ from what git wants, found with no new commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Drift {
+    /// Every resource that differs.
+    pub resources: Vec<DriftedResource>,
+    /// True when the app heals itself next (`sync.selfHeal` is not false).
+    pub self_heal: bool,
+    /// For people.
+    pub message: String,
+}
+
+/// One resource that differs from what git wants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftedResource {
+    /// `instance:Kind/namespace/name`.
+    pub resource: String,
+    /// JSON pointers of the managed fields that differ (`/spec/replicas`); values are not
+    /// recorded (a live value may be a float, which has no canonical form in the ledger).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<String>,
+    /// True when the resource is gone altogether.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub missing: bool,
 }
 
 /// A detail that is not what its action promises, or an action this release does not know.
@@ -369,6 +407,7 @@ impl Event {
             Event::Failed(_) => "failed",
             Event::Block(_) => "block",
             Event::Suspend(_) => "suspend",
+            Event::Drift(_) => "drift",
         }
     }
 
@@ -382,6 +421,7 @@ impl Event {
             Event::Failed(e) => serde_json::to_value(e),
             Event::Block(e) => serde_json::to_value(e),
             Event::Suspend(e) => serde_json::to_value(e),
+            Event::Drift(e) => serde_json::to_value(e),
         };
         // Every field is a string, an integer, a bool, a list or a map: serialization cannot fail.
         value.expect("events serialize to JSON")
@@ -405,6 +445,7 @@ impl Event {
             "failed" => Event::Failed(read(seq, action, detail)?),
             "block" => Event::Block(read(seq, action, detail)?),
             "suspend" => Event::Suspend(read(seq, action, detail)?),
+            "drift" => Event::Drift(read(seq, action, detail)?),
             _ => return Err(EventError::UnknownAction { seq, action: action.to_owned() }),
         })
     }
@@ -416,7 +457,7 @@ impl Event {
             Event::Intent(e) => Some(e.instance.as_str()),
             Event::Applied(e) | Event::Deleted(e) => Some(e.instance.as_str()),
             Event::Failed(e) => e.instance.as_deref(),
-            Event::Healthy(_) | Event::Block(_) | Event::Suspend(_) => None,
+            Event::Healthy(_) | Event::Block(_) | Event::Suspend(_) | Event::Drift(_) => None,
         }
         .filter(|i| !i.is_empty())
     }
@@ -427,6 +468,9 @@ impl Event {
             Event::Failed(e) => Some(e.reason.as_str()),
             Event::Block(e) => Some(e.reason.as_str()),
             Event::Suspend(e) => Some(&e.reason),
+            Event::Drift(_) => Some("Drifted"),
+            Event::Plan(p) if p.dry_run && p.op == Op::Delete => Some("DryRunPrune"),
+            Event::Plan(p) if p.dry_run => Some("DryRun"),
             _ => None,
         }
     }
@@ -438,6 +482,7 @@ impl Event {
             Event::Failed(e) => Some(&e.message),
             Event::Block(e) => Some(&e.message),
             Event::Suspend(e) => Some(&e.message),
+            Event::Drift(e) => Some(&e.message),
             _ => None,
         }
     }

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use keelson_provider_api::{Health, ResourceId};
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Event, EventError, IntentOp};
+use crate::diff::FieldChange;
+use crate::event::{DriftedResource, Event, EventError, IntentOp};
 use crate::ledger::LedgerEntry;
 use crate::phase::{Phase, UnknownPhase};
 
@@ -34,6 +35,31 @@ pub struct ResourceStatus {
     pub id: ResourceId,
     /// Its health.
     pub health: Health,
+}
+
+/// A resource whose live managed fields differ from what git wants, as last seen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceDrift {
+    /// `instance:Kind/namespace/name`.
+    pub resource: String,
+    /// True when the resource is gone altogether.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub missing: bool,
+    /// The fields that differ: `old` is what is live, `new` what git wants (values only as
+    /// observed by this process; the ledger records the pointers).
+    #[serde(default)]
+    pub changes: Vec<FieldChange>,
+}
+
+impl From<&DriftedResource> for ResourceDrift {
+    fn from(d: &DriftedResource) -> Self {
+        ResourceDrift {
+            resource: d.resource.clone(),
+            missing: d.missing,
+            changes: d.fields.iter().map(|f| FieldChange { pointer: f.clone(), old: None, new: None }).collect(),
+        }
+    }
 }
 
 /// The last recorded transition of an app.
@@ -97,6 +123,9 @@ pub struct AppStatus {
     /// The commit the last rollout (not a prune) started from: the app at that commit is the
     /// `previous` of the next rollout's policy input.
     pub rollout_commit: Option<String>,
+    /// Live resources that differ from git (empty when none, or not looked at since Healthy).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<ResourceDrift>,
 }
 
 /// An entry the fold cannot take.
@@ -139,6 +168,7 @@ impl AppStatus {
             deadline: None,
             retry_consumed: None,
             rollout_commit: None,
+            drift: Vec::new(),
         }
     }
 
@@ -211,6 +241,9 @@ impl AppStatus {
             }
             self.inventory.sort();
         }
+        if let Event::Drift(drift) = event {
+            self.drift = drift.resources.iter().map(ResourceDrift::from).collect();
+        }
         if !matches!(to, Phase::Planned | Phase::Progressing) {
             // A deadline belongs to a rollout in flight.
             self.deadline = None;
@@ -221,6 +254,7 @@ impl AppStatus {
             (Phase::Failed, Event::Failed(f)) if f.is_transient() => self.in_sync = false,
             (Phase::Failed, _) => self.quarantined_digest = Some(e.desired_digest.clone()),
             (Phase::Healthy, _) => {
+                self.drift.clear();
                 self.quarantined_digest = None;
                 self.observed_digest = Some(e.desired_digest.clone());
                 self.in_sync = true;

@@ -16,6 +16,7 @@ async fn state() -> (tempfile::TempDir, ApiState) {
         ledger,
         metrics: Arc::new(Metrics::new()),
         status_branch: None,
+        engine: Default::default(),
     };
     (dir, state)
 }
@@ -207,4 +208,50 @@ async fn query_and_path_errors_are_json_and_unknown_history_is_404() {
         .await
         .unwrap();
     assert_eq!(call(&s, "GET", "/api/v1/apps/gone/history").await.0, StatusCode::OK, "a deleted app keeps its history");
+}
+
+#[tokio::test]
+async fn status_names_what_the_prune_guard_holds_and_what_drifted() {
+    let (_d, s) = state().await;
+    let (_, body) = call(&s, "GET", "/api/v1/status").await;
+    assert_eq!(body["pruneGuard"], serde_json::Value::Null, "{body}");
+    {
+        let mut fleet = s.fleet.write().unwrap();
+        for name in ["api", "db"] {
+            let held = AppStatus {
+                phase: Phase::Blocked,
+                reason: "PruneGuard".into(),
+                message: "api left git at abc, but the commit would delete 2 of 3 apps".into(),
+                desired_commit: "abc".into(),
+                ..AppStatus::pending(name)
+            };
+            fleet.apps.insert(name.into(), held);
+        }
+        let web = fleet.apps.get_mut("web").unwrap();
+        web.phase = Phase::Drifted;
+        web.drift = vec![keelson_core::fleet::ResourceDrift {
+            resource: "sim:Workload/web/web".into(),
+            missing: false,
+            changes: Vec::new(),
+        }];
+    }
+    let (_, body) = call(&s, "GET", "/api/v1/status").await;
+    assert_eq!(body["pruneGuard"]["apps"], serde_json::json!(["api", "db"]), "{body}");
+    assert_eq!(body["pruneGuard"]["commit"], "abc");
+    assert_eq!(body["drifted"], serde_json::json!(["web"]));
+    let (code, diff) = call(&s, "GET", "/api/v1/apps/web/diff").await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(diff["live"], false, "no engine here: the last observation: {diff}");
+    assert_eq!(diff["drift"][0]["resource"], "sim:Workload/web/web");
+    assert_eq!(call(&s, "GET", "/api/v1/apps/nope/diff").await.0, StatusCode::NOT_FOUND);
+    let (_, apps) = call(&s, "GET", "/api/v1/apps").await;
+    let api = apps["apps"].as_array().unwrap().iter().find(|a| a["name"] == "api").unwrap().clone();
+    assert_eq!((api["phase"].as_str(), api["reason"].as_str()), (Some("Blocked"), Some("PruneGuard")));
+    let (_, page) = {
+        let req = Request::builder().uri("/").body(Body::empty()).unwrap();
+        let resp = router(s.clone()).oneshot(req).await.unwrap();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        ((), String::from_utf8_lossy(&bytes).into_owned())
+    };
+    assert!(page.contains("would delete 2 of 3 apps"), "the status page shows why: {page}");
 }

@@ -226,6 +226,75 @@ pub fn get_app(server: &ServerArgs, name: &str, format: ObjectFormat) -> Result<
     Ok(ExitCode::SUCCESS)
 }
 
+/// `keelson diff [APP]`: what is live against what git wants, managed field by field, observed now
+/// by the daemon (as last observed when it cannot observe); exit 1 when anything differs.
+pub fn diff(server: &ServerArgs, name: Option<&str>, format: super::Format) -> Result<ExitCode> {
+    let names: Vec<String> = match name {
+        Some(name) => vec![name.to_owned()],
+        None => get_json::<AppList>(server, "/api/v1/apps")?.apps.into_iter().map(|a| a.name).collect(),
+    };
+    let mut apps = Vec::with_capacity(names.len());
+    for name in &names {
+        let path = format!("/api/v1/apps/{}/diff", path_segment(name));
+        match try_get::<LiveDiff>(server, &path)? {
+            Ok(diff) => apps.push(diff.into_status()),
+            Err((404, _)) => bail!("the daemon at {} has no app {name:?} (see `keelson get apps`)", server.server),
+            Err((status, message)) => bail!("{} answered {status}: {message}", url(server, &path)),
+        }
+    }
+    let drifted: Vec<&AppStatus> = apps.iter().filter(|a| !a.drift.is_empty()).collect();
+    match format {
+        super::Format::Json => {
+            let out: Vec<serde_json::Value> = drifted
+                .iter()
+                .map(|a| serde_json::json!({"app": a.name, "phase": a.phase, "drift": a.drift}))
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&serde_json::json!({"apps": out}))?);
+        }
+        super::Format::Text => print!("{}", diff_text(&drifted, apps.len())),
+    }
+    Ok(if drifted.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// `GET /api/v1/apps/{name}/diff`.
+#[derive(serde::Deserialize)]
+struct LiveDiff {
+    app: String,
+    phase: Phase,
+    #[serde(default)]
+    drift: Vec<keelson_core::fleet::ResourceDrift>,
+}
+
+impl LiveDiff {
+    fn into_status(self) -> AppStatus {
+        AppStatus { phase: self.phase, drift: self.drift, ..AppStatus::pending(&self.app) }
+    }
+}
+
+fn diff_text(drifted: &[&AppStatus], looked_at: usize) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    if drifted.is_empty() {
+        let _ = writeln!(out, "no drift: {looked_at} app(s) live as git wants them");
+        return out;
+    }
+    let show = |v: &Option<serde_json::Value>| v.as_ref().map_or_else(|| "?".to_owned(), |v| v.to_string());
+    for a in drifted {
+        let _ = writeln!(out, "{} ({}):", a.name, a.phase);
+        for r in &a.drift {
+            if r.missing {
+                let _ = writeln!(out, "  {}: missing (git wants it)", r.resource);
+                continue;
+            }
+            let _ = writeln!(out, "  {}", r.resource);
+            for c in &r.changes {
+                let _ = writeln!(out, "    {}: live {} → git {}", c.pointer, show(&c.old), show(&c.new));
+            }
+        }
+    }
+    out
+}
+
 /// `keelson history APP`.
 pub fn history(server: &ServerArgs, name: &str, format: ObjectFormat) -> Result<ExitCode> {
     let history: History = get_json(server, &format!("/api/v1/apps/{}/history", path_segment(name)))?;

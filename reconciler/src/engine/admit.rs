@@ -149,6 +149,14 @@ impl Ctx {
         }));
         verdicts
     }
+
+    /// The app `status` names as its last rollout started (read from git once, then cached).
+    pub(super) async fn last_rolled_out(&self, status: &AppStatus) -> Option<Arc<App>> {
+        let commit = status.rollout_commit.clone()?;
+        let (cache, repo, path, name) =
+            (self.previous.clone(), self.repo.clone(), self.settings.path.clone(), status.name.clone());
+        tokio::task::spawn_blocking(move || previous_app(&cache, &repo, &path, &name, &commit)).await.ok().flatten()
+    }
 }
 
 /// The app `name` as it was at `commit` (where its last rollout started): the `previous` of the

@@ -86,6 +86,9 @@ impl Engine {
             freeze_override: crate::source::trailer_values(&snapshot.message, "Keelson-Freeze-Override")
                 .into_iter()
                 .next(),
+            allow_prune: crate::source::trailer_values(&snapshot.message, keelson_core::decide::ALLOW_PRUNE_TRAILER)
+                .iter()
+                .any(|v| v.eq_ignore_ascii_case("true")),
             dependents,
             quotas,
         };
@@ -142,6 +145,8 @@ impl Engine {
                 }
             }
         }
+        // Whether the prune guard still holds depends on the whole commit.
+        ctx.enqueue_prune_guarded();
         Ok(())
     }
 }
@@ -170,6 +175,7 @@ pub(super) fn changed_apps(current: &Desired, next: &Desired) -> Changed {
         || current.state.policies != next.state.policies
         || current.policy_errors != next.policy_errors
         || current.freeze_override != next.freeze_override
+        || current.allow_prune != next.allow_prune
     {
         return Changed::Everything;
     }

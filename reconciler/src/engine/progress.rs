@@ -75,7 +75,8 @@ impl Ctx {
                 resources: status.inventory.len(),
             });
             self.record(transition(Phase::Healthy), event).await?;
-            return Ok(Action::AwaitChange);
+            // Level-triggered from here on: observed again for drift.
+            return Ok(Action::requeue(self.drift_wait(&status.name)));
         }
         if self.now() >= deadline {
             self.settled(&status.name);

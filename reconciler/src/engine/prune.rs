@@ -8,15 +8,38 @@ use keelson_core::{AppStatus, Event, Phase};
 use keelson_provider_api::Outcome;
 
 use super::{Ctx, error_class, key, recorded, short};
+
+impl Ctx {
+    /// Enqueues every app the prune guard holds: whether it still holds depends on the whole
+    /// commit, which has just changed.
+    pub(super) fn enqueue_prune_guarded(&self) {
+        let held: Vec<String> = {
+            let fleet = self.fleet.read().unwrap_or_else(|e| e.into_inner());
+            fleet
+                .apps
+                .values()
+                .filter(|s| {
+                    s.phase == Phase::Blocked && s.reason == keelson_core::event::BlockReason::PruneGuard.as_str()
+                })
+                .map(|s| s.name.clone())
+                .collect()
+        };
+        for app in held {
+            self.queue.enqueue(&app);
+        }
+    }
+}
 use crate::crash::{crash_point, point};
 
 impl Ctx {
-    /// Deletes everything `status`'s app applied; a failed delete is recorded and returned as an
-    /// error, so the app is tried again after a backoff.
-    pub(super) async fn prune(&self, status: &AppStatus, commit: &str) -> Result<()> {
+    /// Deletes everything `status`'s app applied (nothing when `keep`: its last manifest said
+    /// `sync.prune: false`, so the fleet forgets the app and its resources stay); a failed delete
+    /// is recorded and returned as an error, so the app is tried again after a backoff. A dry run
+    /// records the plan only.
+    pub(super) async fn prune(&self, status: &AppStatus, commit: &str, keep: bool) -> Result<()> {
         let name = status.name.clone();
         let instance = status.instance.clone();
-        let ids = status.inventory.clone();
+        let ids = if keep { Vec::new() } else { status.inventory.clone() };
         let transition = |rollout, from, to| Transition {
             app: &name,
             desired_commit: commit,
@@ -40,12 +63,25 @@ impl Ctx {
                 })
                 .collect(),
             verdicts: Vec::new(),
-            message: format!("{name} was removed from git at {}", short(commit)),
+            message: if keep {
+                format!(
+                    "{name} was removed from git at {}; its {} resources are kept (sync.prune: false)",
+                    short(commit),
+                    status.inventory.len()
+                )
+            } else {
+                format!("{name} was removed from git at {}", short(commit))
+            },
             deadline: None,
             retry_of: None,
+            dry_run: self.settings.dry_run,
+            cause: None,
         };
         let planned =
             self.record(transition(RolloutRef::StartsHere, status.phase, Phase::Planned), Event::Plan(plan)).await?;
+        if self.settings.dry_run {
+            return Ok(());
+        }
         let rollout = planned.seq;
         let intent = Intent {
             key: format!("{name}/{rollout}/1"),

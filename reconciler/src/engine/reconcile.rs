@@ -5,13 +5,16 @@ use std::hash::BuildHasher;
 use std::time::Duration;
 
 use anyhow::Result;
-use keelson_core::decide::{Decision, decide, dependencies_ready, policy_blocked_at};
+use keelson_core::decide::{Decision, decide, dependencies_ready, policy_blocked_at, prune_guard};
 use keelson_core::event::{Block, BlockReason, Suspend};
 use keelson_core::ledger::Transition;
 use keelson_core::{AppStatus, Event, Phase};
 
+use keelson_manifest::LoadedApp;
+
 use super::backoff::Backoff;
-use super::{Action, Ctx, Desired, error_class};
+use super::drift::DriftCheck;
+use super::{Action, Ctx, Desired, error_class, short};
 use crate::policy::Verdict;
 use keelson_core::verdict::Block as Held;
 
@@ -38,15 +41,20 @@ impl Ctx {
                 return Ok(Action::AwaitChange);
             }
             let Some(status) = status else { return Ok(Action::AwaitChange) };
-            if desired.is_empty() {
-                // A commit that removes every app is far more often a broken `source.path` than
-                // a wish (the prune guard; the source warning says so).
-                return Ok(Action::AwaitChange);
-            }
-            self.prune(&status, &commit).await?;
-            return Ok(Action::AwaitChange);
+            return self.remove(&status, &desired, &commit).await;
         };
-        let deps = {
+        if self.settings.dry_run
+            && status
+                .as_ref()
+                .is_some_and(|s| s.phase == Phase::Planned && s.reason == "DryRun" && s.desired_digest == app.digest)
+        {
+            // Planned once per digest; a dry run never goes further.
+            return Ok(Action::AwaitChange);
+        }
+        let deps = if self.settings.dry_run {
+            // Nothing ever becomes Healthy in a dry run: every app is planned as git wants it.
+            Ok(())
+        } else {
             let fleet = self.fleet.read().unwrap_or_else(|e| e.into_inner());
             dependencies_ready(app, &desired.state, &fleet.apps)
         };
@@ -75,6 +83,19 @@ impl Ctx {
                         self.observe_failed(&s).await;
                         Ok(Action::requeue(FAILED_OBSERVE))
                     }
+                    Some(s) if matches!(s.phase, Phase::Healthy | Phase::Drifted) => {
+                        match self.check_drift(app, &s).await? {
+                            DriftCheck::Drifted { heal: true } => {
+                                let from = self.status_of(name).map_or(s.phase, |s| s.phase);
+                                self.start_rollout(name, app, from, false, &desired).await
+                            }
+                            _ => Ok(Action::requeue(self.drift_wait(name))),
+                        }
+                    }
+                    Some(s) if s.phase == Phase::Suspended => {
+                        self.show_suspended_drift(app, &s).await;
+                        Ok(Action::requeue(self.drift_wait(name)))
+                    }
                     _ => Ok(Action::AwaitChange),
                 }
             }
@@ -88,42 +109,122 @@ impl Ctx {
             Decision::Suspend => {
                 let event = Event::Suspend(Suspend {
                     reason: "Suspended".into(),
-                    message: "spec.suspend is true; the app is left as it is".into(),
+                    message: "spec.suspend is true; the app is left as it is (still observed)".into(),
                 });
                 self.record(transition(Phase::Suspended), event).await?;
-                Ok(Action::AwaitChange)
+                // Still observed and reported, never acted on.
+                Ok(Action::requeue(self.drift_wait(name)))
             }
             Decision::StartRollout if !retry && policy_blocked_at(status.as_ref(), app, &commit) => {
                 // A policy denial changes only with a new commit or new policies.
                 Ok(Action::AwaitChange)
             }
-            Decision::StartRollout => {
-                let now = self.now();
-                let wait = self.backoff_of(name).map(|b| b.remaining(now)).unwrap_or_default();
-                if !wait.is_zero() && from == Phase::Failed {
-                    // A transient failure: tried again once its backoff has passed.
-                    return Ok(Action::requeue(wait));
-                }
-                let quota: Vec<Verdict> = desired.quotas.get(name).cloned().unwrap_or_default();
-                let verdicts = match self.admit_or_block(app, status.as_ref(), &desired, quota).await? {
-                    Ok(verdicts) => verdicts,
-                    Err(Held::Freeze) => return Ok(Action::requeue(FREEZE_RECHECK)),
-                    Err(Held::Policy) => return Ok(Action::AwaitChange),
-                };
-                let retry_of = if retry { desired.commit.clone() } else { None };
-                self.rollout(app, from, &desired, &verdicts, retry_of).await?;
-                self.retry.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
-                match self.status_of(name) {
-                    // Checked at once: a provider that converges immediately is Healthy in one go.
-                    Some(s) if s.phase == Phase::Progressing => self.check_progress(&s).await,
-                    Some(s) if s.phase == Phase::Failed => {
-                        let wait = self.backoff_of(name).map(|b| b.remaining(self.now())).unwrap_or_default();
-                        Ok(if wait.is_zero() { Action::AwaitChange } else { Action::requeue(wait) })
-                    }
-                    _ => Ok(Action::AwaitChange),
-                }
+            Decision::StartRollout => self.start_rollout(name, app, from, retry, &desired).await,
+        }
+    }
+
+    /// Starts a rollout of `app` from phase `from` (a change, a retry or a self-heal): policy
+    /// first, then the rollout; answers when to look at the app again.
+    async fn start_rollout(
+        &self,
+        name: &str,
+        app: &LoadedApp,
+        from: Phase,
+        retry: bool,
+        desired: &Desired,
+    ) -> Result<Action> {
+        let status = self.status_of(name);
+        let now = self.now();
+        let wait = self.backoff_of(name).map(|b| b.remaining(now)).unwrap_or_default();
+        if !wait.is_zero() && from == Phase::Failed {
+            // A transient failure: tried again once its backoff has passed.
+            return Ok(Action::requeue(wait));
+        }
+        let quota: Vec<Verdict> = desired.quotas.get(name).cloned().unwrap_or_default();
+        let verdicts = match self.admit_or_block(app, status.as_ref(), desired, quota).await? {
+            Ok(verdicts) => verdicts,
+            Err(Held::Freeze) => return Ok(Action::requeue(FREEZE_RECHECK)),
+            Err(Held::Policy) => return Ok(Action::AwaitChange),
+        };
+        let retry_of = if retry { desired.commit.clone() } else { None };
+        self.rollout(app, from, desired, &verdicts, retry_of).await?;
+        self.retry.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+        match self.status_of(name) {
+            // Checked at once: a provider that converges immediately is Healthy in one go.
+            Some(s) if s.phase == Phase::Progressing => self.check_progress(&s).await,
+            Some(s) if s.phase == Phase::Failed => {
+                let wait = self.backoff_of(name).map(|b| b.remaining(self.now())).unwrap_or_default();
+                Ok(if wait.is_zero() { Action::AwaitChange } else { Action::requeue(wait) })
+            }
+            _ => Ok(Action::AwaitChange),
+        }
+    }
+
+    /// An app the fleet runs that left git: pruned unless the prune guard holds the commit, its
+    /// last rolled-out manifest says `sync.prune: false`, or an app that depended on it is still
+    /// being pruned (dependents go first).
+    async fn remove(&self, status: &AppStatus, desired: &Desired, commit: &str) -> Result<Action> {
+        let name = status.name.as_str();
+        let (gone, total): (Vec<AppStatus>, usize) = {
+            let fleet = self.fleet.read().unwrap_or_else(|e| e.into_inner());
+            let gone = fleet
+                .apps
+                .values()
+                .filter(|s| !desired.state.apps.contains_key(&s.name) && !desired.state.invalid_apps.contains(&s.name))
+                .cloned()
+                .collect();
+            (gone, fleet.apps.len())
+        };
+        let removed = gone.len();
+        if let Err(message) = prune_guard(removed, total, self.settings.prune_max_percent, desired.allow_prune) {
+            if status.phase == Phase::Blocked
+                && status.reason == BlockReason::PruneGuard.as_str()
+                && status.desired_commit == commit
+            {
+                return Ok(Action::AwaitChange);
+            }
+            tracing::warn!(app = name, commit, "{message}");
+            let transition = Transition {
+                app: name,
+                desired_commit: commit,
+                desired_digest: &status.desired_digest,
+                rollout: None,
+                from: status.phase,
+                to: Phase::Blocked,
+            };
+            let event = Event::Block(Block {
+                reason: BlockReason::PruneGuard,
+                message: format!("{name} left git at {}, but {message}; the running version is kept", short(commit)),
+                verdicts: Vec::new(),
+                problems: Vec::new(),
+            });
+            self.record(transition, event).await?;
+            return Ok(Action::AwaitChange);
+        }
+        let mut waiting_on = Vec::new();
+        for other in gone.iter().filter(|s| s.name != name) {
+            let depends =
+                self.last_rolled_out(other).await.is_some_and(|a| a.spec.depends_on.iter().any(|d| d == name));
+            if depends {
+                waiting_on.push(other.name.clone());
             }
         }
+        if !waiting_on.is_empty() {
+            // Enqueued again when they are deleted.
+            tracing::debug!(app = name, dependents = ?waiting_on, "prune waits for its dependents");
+            return Ok(Action::AwaitChange);
+        }
+        if self.settings.dry_run && status.phase == Phase::Planned && status.reason == "DryRunPrune" {
+            return Ok(Action::AwaitChange);
+        }
+        let last = self.last_rolled_out(status).await;
+        let keep = last.as_ref().and_then(|a| a.spec.sync.as_ref()).is_some_and(|s| s.prune == Some(false));
+        let depends_on: Vec<String> = last.map(|a| a.spec.depends_on.clone()).unwrap_or_default();
+        self.prune(status, commit, keep).await?;
+        for dependency in depends_on {
+            self.queue.enqueue(&dependency);
+        }
+        Ok(Action::AwaitChange)
     }
 
     /// What to do after a reconcile that failed (the ledger could not be written, a prune or a
@@ -200,7 +301,7 @@ impl Ctx {
 
 /// `delay` plus up to a tenth more, different per app and per process, so that apps failing
 /// together do not all retry together.
-fn jitter(app: &str, delay: Duration) -> Duration {
+pub(super) fn jitter(app: &str, delay: Duration) -> Duration {
     let spread = delay / 10;
     if spread.is_zero() {
         return delay;

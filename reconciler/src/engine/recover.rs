@@ -31,7 +31,18 @@ impl Ctx {
             fleet.apps = apps;
             fleet.head = after;
         }
-        for entry in self.ledger.open_intents().await? {
+        let open = self.ledger.open_intents().await?;
+        if self.settings.dry_run {
+            if !open.is_empty() {
+                // Settling would apply or delete; a dry run never does.
+                tracing::warn!(
+                    intents = open.len(),
+                    "dry run: open intents from an interrupted run are left open; run without --dry-run to settle them"
+                );
+            }
+            return Ok(());
+        }
+        for entry in open {
             let Event::Intent(intent) = entry.event()? else {
                 anyhow::bail!("ledger entry {} is listed as an open intent but records a {}", entry.seq, entry.action);
             };

@@ -78,11 +78,24 @@ impl Ctx {
             steps: Some(1),
             changes: keelson_core::diff::resource_changes(&resources, &observed, &stale),
             verdicts: verdicts.to_vec(),
-            message: format!("rolling out {} from {}", short(&app.digest), short(&commit)),
-            deadline: Some(keelson_core::ledger::format_at(self.now() + self.settings.progress_deadline)),
+            message: match (self.settings.dry_run, from == Phase::Drifted) {
+                (true, _) => format!("dry run: would roll out {} from {}", short(&app.digest), short(&commit)),
+                (false, true) => {
+                    format!("healing drift: rolling out {} from {} again", short(&app.digest), short(&commit))
+                }
+                (false, false) => format!("rolling out {} from {}", short(&app.digest), short(&commit)),
+            },
+            deadline: (!self.settings.dry_run)
+                .then(|| keelson_core::ledger::format_at(self.now() + self.settings.progress_deadline)),
             retry_of,
+            dry_run: self.settings.dry_run,
+            cause: (from == Phase::Drifted).then(|| Phase::Drifted.as_str().to_owned()),
         };
         let planned = self.record(transition(RolloutRef::StartsHere, from, Phase::Planned), Event::Plan(plan)).await?;
+        if self.settings.dry_run {
+            // Planned, never carried out: no intent, no provider call.
+            return Ok(());
+        }
         let rollout = planned.seq;
         let (step, of) = (1u32, 1u32);
         let intent = Intent {

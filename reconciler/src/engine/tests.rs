@@ -33,12 +33,26 @@ use crate::testing::git;
 const ROLLOUT: Duration = Duration::from_secs(30);
 /// The engine's progress deadline.
 const DEADLINE: Duration = Duration::from_secs(600);
+/// The engine's drift interval (a tenth of jitter on top).
+const DRIFT: Duration = Duration::from_secs(300);
 
 /// Counts the calls a provider gets, passing them to the sim it wraps.
 struct Counting {
     inner: Arc<SimProvider>,
     applies: AtomicUsize,
     deletes: AtomicUsize,
+    /// Fail every apply and delete (a provider a dry run must never change).
+    refuse: std::sync::atomic::AtomicBool,
+}
+
+impl Counting {
+    fn refused(&self, what: &str) -> Option<keelson_provider_api::Error> {
+        self.refuse.load(Ordering::SeqCst).then(|| keelson_provider_api::Error::Failed {
+            instance: self.inner.descriptor().instance.clone(),
+            message: format!("this provider refuses every {what}"),
+            class: keelson_provider_api::ErrorClass::Terminal,
+        })
+    }
 }
 
 #[async_trait]
@@ -51,10 +65,16 @@ impl Provider for Counting {
     }
     async fn apply(&self, r: &DesiredResource, key: &IdempotencyKey) -> ProviderResult<Outcome> {
         self.applies.fetch_add(1, Ordering::SeqCst);
+        if let Some(e) = self.refused("apply") {
+            return Err(e);
+        }
         self.inner.apply(r, key).await
     }
     async fn delete(&self, id: &ResourceId, key: &IdempotencyKey) -> ProviderResult<Outcome> {
         self.deletes.fetch_add(1, Ordering::SeqCst);
+        if let Some(e) = self.refused("delete") {
+            return Err(e);
+        }
         self.inner.delete(id, key).await
     }
     async fn health(&self, ids: &[ResourceId]) -> Vec<(ResourceId, ProviderResult<Health>)> {
@@ -87,6 +107,17 @@ impl Harness {
     }
 
     async fn on(dir: TempDir, repo: PathBuf, ledger: Ledger, faults: &[(&'static str, Faults)]) -> Harness {
+        Self::tuned(dir, repo, ledger, faults, |_| {}).await
+    }
+
+    /// A harness whose engine settings `tweak` changes.
+    async fn tuned(
+        dir: TempDir,
+        repo: PathBuf,
+        ledger: Ledger,
+        faults: &[(&'static str, Faults)],
+        tweak: impl FnOnce(&mut EngineSettings),
+    ) -> Harness {
         let clock = ManualClock::new(datetime!(2026-12-01 12:00 UTC));
         let mut sims = BTreeMap::new();
         let mut counts = BTreeMap::new();
@@ -96,7 +127,8 @@ impl Harness {
             let config = SimConfig { rollout_time: ROLLOUT, faults };
             let path = dir.path().join(format!("sim-{name}.db"));
             let sim = Arc::new(SimProvider::open(&path, name, Arc::new(clock.clone()), config).await.unwrap());
-            let counting = Arc::new(Counting { inner: sim.clone(), applies: 0.into(), deletes: 0.into() });
+            let counting =
+                Arc::new(Counting { inner: sim.clone(), applies: 0.into(), deletes: 0.into(), refuse: false.into() });
             let spec = InstanceSpec {
                 name: name.into(),
                 provider_type: "sim".into(),
@@ -120,13 +152,9 @@ impl Harness {
         };
         let providers = Providers { instances, bindings, status: Default::default() };
         let fleet = Arc::new(RwLock::new(Fleet::default()));
-        let settings = EngineSettings {
-            branch: "main".into(),
-            path: String::new(),
-            progress_deadline: DEADLINE,
-            concurrency: 1,
-            reflect_interval: Duration::from_secs(1),
-        };
+        let mut settings = EngineSettings::new("main".into(), String::new(), DEADLINE, 1);
+        settings.drift_interval = DRIFT;
+        tweak(&mut settings);
         let engine = Engine::new(
             GitRepo::open(&repo).unwrap(),
             ledger.clone(),
@@ -379,6 +407,8 @@ async fn an_open_intent_is_settled_at_start_by_acting_only_where_needed() {
         message: "by hand".into(),
         deadline: None,
         retry_of: None,
+        dry_run: false,
+        cause: None,
     };
     let planned = h
         .ledger
@@ -597,3 +627,5 @@ async fn another_writer_on(h: &mut Harness, other: Ledger) {
     assert!(report.ok, "{report:?}");
     other.close().await;
 }
+
+mod lifecycle;

@@ -147,8 +147,10 @@ fn inline(s: &str) -> String {
 fn removal_note(c: &AppChange) -> &'static str {
     if c.prune {
         "sync.prune: true"
+    } else if c.resources.iter().any(|r| r.kept) {
+        "sync.prune: false: its resources keep running, no longer managed"
     } else {
-        "sync.prune is off, but removing an app deletes what it applied all the same"
+        "sync.prune is not set: removing an app deletes what it applied"
     }
 }
 

@@ -131,12 +131,13 @@ async fn removals_delete_what_they_rendered_and_prune_off_keeps_stale_resources_
     let legacy = change(&plan, "legacy");
     let deleted: Vec<&str> = legacy.deletes().map(|r| r.resource.as_str()).collect();
     assert_eq!(deleted, ["sim:Workload/shop/legacy", "sim:Route/shop/legacy"]);
-    // The daemon deletes a removed app's resources whatever sync.prune says.
-    assert_eq!(change(&plan, "batch").deletes().count(), 1);
+    // A removed app that says `sync.prune: false` keeps its resources (the daemon forgets it).
+    assert_eq!(change(&plan, "batch").deletes().count(), 0);
+    assert!(change(&plan, "batch").resources.iter().all(|r| r.kept));
     let trainer = change(&plan, "trainer");
     let route = trainer.resources.iter().find(|r| r.resource == "sim:Route/ml/trainer").unwrap();
     assert!(route.kept, "prune off keeps the route the app stopped rendering");
-    assert_eq!(plan.summary.deleted_resources, 3);
+    assert_eq!(plan.summary.deleted_resources, 2);
     let search = change(&plan, "search");
     assert!(search.resources.iter().all(|r| r.change == ResourceChangeKind::Create && r.object.is_some()));
 }

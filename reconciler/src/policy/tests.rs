@@ -743,3 +743,25 @@ fn shipped_policy_verdicts_point_into_the_yaml() {
     let line = text.lines().position(|l| l.contains("- name: pci-off-spot")).unwrap() + 1;
     assert_eq!((v[0].file.as_str(), v[0].line, v[0].col), ("policies/guardrails.yaml", line, 7));
 }
+
+/// The Policy example of docs/manifest-reference.md fires on its App example: its PCI rule
+/// matches the app's `metadata.compliance` (the documented form once matched a `compliance`
+/// label instead, which no example app has, so it never fired).
+#[test]
+fn the_manifest_reference_policy_example_denies_its_app_example() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/manifest-reference.md")).unwrap();
+    let blocks: Vec<&str> = doc.split("```yaml\n").skip(1).map(|b| b.split("```").next().unwrap_or_default()).collect();
+    let value_of = |kind: &str| -> Value {
+        let block = blocks.iter().find(|b| b.contains(&format!("\nkind: {kind}\n"))).expect("an example");
+        keelson_manifest::yaml::parse("docs/manifest-reference.md", block.as_bytes()).unwrap().remove(0).value
+    };
+    let app: App = serde_json::from_value(value_of("App")).expect("the App example reads as an App");
+    let mut policy = value_of("Policy");
+    let rules = policy["spec"]["rules"].clone();
+    policy["spec"] = json!({"rules": rules});
+    let name = policy["metadata"]["name"].as_str().unwrap().to_owned();
+    let set = compile_ok(vec![LoadedPolicy { file: format!("policies/{name}.yaml"), name, document: policy }], &[]);
+    let loaded = LoadedApp { file: "apps/checkout/deploy.yaml".into(), digest: "sha256:0".into(), app };
+    let verdicts = set.evaluate(&loaded, &ctx(WEDNESDAY));
+    assert!(verdicts.iter().any(|v| v.rule.contains("pci-off-spot") && v.blocking), "{verdicts:#?}");
+}

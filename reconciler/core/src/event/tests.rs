@@ -126,3 +126,38 @@ fn new_fields_are_written_only_when_they_say_something() {
         json!({"reason": "ApplyFailed", "message": "down", "intentSeq": 3, "instance": "sim", "class": "transient"})
     );
 }
+
+#[test]
+fn drift_prune_guard_and_dry_run_are_additive_and_round_trip() {
+    let details = [
+        (
+            "drift",
+            json!({"resources": [{"resource": "sim:Workload/web/storefront", "fields": ["/spec/replicas"]},
+                                 {"resource": "sim:Route/web/storefront", "missing": true}],
+                   "selfHeal": true, "message": "2 resources differ from git"}),
+        ),
+        ("block", json!({"reason": "PruneGuard", "message": "the commit would delete all 4 apps; nothing is pruned"})),
+        (
+            "plan",
+            json!({"instance": "sim", "op": "apply", "strategy": "direct", "steps": 1, "changes": [],
+                   "verdicts": [], "message": "m", "dryRun": true}),
+        ),
+        (
+            "plan",
+            json!({"instance": "sim", "op": "apply", "strategy": "direct", "steps": 1, "changes": [],
+                   "verdicts": [], "message": "m", "cause": "Drifted"}),
+        ),
+    ];
+    for (seq, (action, detail)) in details.iter().enumerate() {
+        let event = Event::parse(seq as i64 + 1, action, &detail.to_string()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(&event.detail(), detail, "{action} writes back exactly what it read");
+    }
+    let drift = Event::parse(1, "drift", &details[0].1.to_string()).unwrap();
+    assert_eq!((drift.reason(), drift.message()), (Some("Drifted"), Some("2 resources differ from git")));
+    let dry = Event::parse(3, "plan", &details[2].1.to_string()).unwrap();
+    assert_eq!(dry.reason(), Some("DryRun"));
+    let Event::Plan(plan) = Event::parse(2, "plan", &first_release_details()[0].1.to_string()).unwrap() else {
+        panic!()
+    };
+    assert!(!plan.dry_run && plan.cause.is_none(), "old plans were neither dry runs nor self-heals");
+}
