@@ -18,9 +18,11 @@ use crate::metrics::Metrics;
 use crate::source::{GitRepo, trailer_values};
 
 mod integrity;
+mod push;
 pub use integrity::{
     BadStatusFile, RecordState, StatusFilesReport, TipCheck, WritesStopped, check_status_files, inspect_tip,
 };
+pub use push::{PushStatus, Pusher};
 
 /// The identity status commits are written with.
 pub const KEELSON_NAME: &str = "Keelson";
@@ -43,6 +45,11 @@ impl StatusBranch {
     /// The branch `branch` (e.g. `keelson/status`) of `repo`.
     pub fn new(repo: GitRepo, branch: &str) -> Self {
         Self { repo, reference: format!("refs/heads/{branch}"), shared: Arc::default() }
+    }
+
+    /// A status branch at a full reference name (the fetched copy of a remote status branch).
+    pub(crate) fn at_reference(repo: GitRepo, reference: &str) -> Self {
+        Self { repo, reference: reference.to_owned(), shared: Arc::default() }
     }
 
     /// The branch's short name (`keelson/status`).
