@@ -2,6 +2,8 @@
 //! daemon on a free loopback port, bounded waits. Every wait here has a deadline.
 #![forbid(unsafe_code)]
 
+pub mod githttp;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
