@@ -332,3 +332,76 @@ fn forge_deliveries_from_the_corpus_are_accepted_or_ignored() {
     assert_eq!(webhook["rejected"], 9, "{webhook}");
     assert_eq!(d.terminate(), 0);
 }
+
+/// Two daemons on one PostgreSQL ledger push one status branch: each builds on the other's
+/// commits (their trailers verify against the shared ledger), and the remote ends up recording
+/// the whole chain.
+#[test]
+fn two_daemons_on_one_postgres_ledger_push_one_status_branch() {
+    let Ok(admin) = std::env::var("KEELSON_TEST_POSTGRES_URL") else {
+        assert!(std::env::var_os("CI").is_none(), "KEELSON_TEST_POSTGRES_URL must be set when CI is set");
+        println!("SKIP: KEELSON_TEST_POSTGRES_URL not set");
+        return;
+    };
+    let psql = |sql: &str| {
+        let out =
+            std::process::Command::new("psql").args([&admin, "-v", "ON_ERROR_STOP=1", "-qc", sql]).output().unwrap();
+        assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let name = format!("keelson_remote_{}", std::process::id());
+    psql(&format!("DROP DATABASE IF EXISTS {name}"));
+    psql(&format!("CREATE DATABASE {name}"));
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+    let db = format!("{base}/{name}");
+    let r = Remote::new();
+    let url = r.url();
+    let start = |data: &str| {
+        let data = r.tmp.path().join(data);
+        Daemon::start(
+            &[
+                "daemon",
+                "--repo",
+                &url,
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--database",
+                &db,
+                "--listen",
+                "127.0.0.1:0",
+                "--poll-interval",
+                "300ms",
+                "--push-interval",
+                "100ms",
+                "--sim-rollout-time",
+                "100ms",
+            ],
+            r.tmp.path(),
+        )
+    };
+    let a = start("a");
+    let b = start("b");
+    a.wait_all_healthy(4, "four apps Healthy on a", Duration::from_secs(60));
+    b.wait_all_healthy(4, "four apps Healthy on b", Duration::from_secs(60));
+    r.push_replicas("3", "5");
+    a.wait_for("storefront at 5 replicas", Duration::from_secs(30), |d| {
+        let app = d.app("storefront")?;
+        (app["phase"] == "Healthy" && app["desiredCommit"] == git(&r.dev, &["rev-parse", "HEAD"])).then_some(())
+    });
+    // Both settle on one remote tip that records the whole ledger.
+    for d in [&a, &b] {
+        d.wait_for("the status branch pushed and agreed on", Duration::from_secs(30), |d| {
+            let status = d.json("/api/v1/status");
+            assert_ne!(status["statusBranch"]["state"], "stopped", "{status}");
+            let pushed = status["statusPush"]["pushedCommit"].as_str()?.to_owned();
+            (remote_status_tip(&r.origin).as_deref() == Some(pushed.as_str())).then_some(())
+        });
+    }
+    let adopted = [&a, &b].iter().any(|d| d.log().contains("another replica of this ledger"));
+    assert!(adopted, "neither daemon built on the other's status commits:\n{}\n{}", a.log(), b.log());
+    assert_eq!(a.terminate(), 0);
+    assert_eq!(b.terminate(), 0);
+    let out = keelson(&["audit", "verify", "--database", &db, "--repo", r.origin.to_str().unwrap()], r.tmp.path());
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    psql(&format!("DROP DATABASE {name}"));
+}
