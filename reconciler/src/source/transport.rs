@@ -141,6 +141,9 @@ impl GitCli {
             })
         };
         let mut secrets = Vec::new();
+        if let Some(password) = url_password(&self.url) {
+            secrets.push(password);
+        }
         let mut config: Vec<(String, String)> = vec![
             // No credential helper or prompt of the host: the daemon's own config decides.
             ("credential.helper".into(), String::new()),
@@ -404,6 +407,14 @@ pub fn display_url(url: &str) -> String {
     }
 }
 
+/// The password of a URL's userinfo (`https://user:secret@host/…`), if it has one.
+fn url_password(url: &str) -> Option<String> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    userinfo.split_once(':').map(|(_, p)| p.to_owned()).filter(|p| !p.is_empty())
+}
+
 /// True for a URL git reaches over a transport (`file://`, `http(s)://`, `ssh://`, `git@host:path`),
 /// false for a local path.
 pub fn is_remote(repo: &str) -> bool {
@@ -462,6 +473,8 @@ mod tests {
         }
         assert_eq!(display_url("https://bot:s3cret@git.example.com/x.git"), "https://bot@git.example.com/x.git");
         assert_eq!(display_url("https://git.example.com/x.git"), "https://git.example.com/x.git");
+        assert_eq!(url_password("https://bot:s3cret@git.example.com/x.git").as_deref(), Some("s3cret"));
+        assert_eq!(url_password("ssh://git@h/x"), None);
     }
 
     #[test]
