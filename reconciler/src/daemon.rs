@@ -218,6 +218,7 @@ pub async fn run(opts: DaemonOptions, on_listening: impl FnOnce(SocketAddr, &Pat
                 poll: remote.poll_interval,
             },
             fleet.clone(),
+            metrics.clone(),
             ref_tx.clone(),
             fetch_now.clone(),
         );
@@ -231,6 +232,7 @@ pub async fn run(opts: DaemonOptions, on_listening: impl FnOnce(SocketAddr, &Pat
             interval: remote.push_interval,
             recorder: wake.clone(),
             git_dir: repo.git_dir().to_path_buf(),
+            metrics: metrics.clone(),
         };
         pusher = Some((p.clone(), tokio::spawn(p.run(shutdown_rx.clone()))));
     }
@@ -248,7 +250,7 @@ pub async fn run(opts: DaemonOptions, on_listening: impl FnOnce(SocketAddr, &Pat
                 let _ = tx.try_send(());
             })
         };
-        let state = HookState::new(secret, &opts.branch, trigger, fleet.clone());
+        let state = HookState::new(secret, &opts.branch, trigger, fleet.clone(), metrics.clone());
         tracing::info!(addr = %hook_addr, "webhook listener on POST /hooks/git");
         println!("webhooks on http://{hook_addr}/hooks/git");
         hooks = Some(tokio::spawn(serve(

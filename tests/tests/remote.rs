@@ -174,6 +174,10 @@ fn a_remote_is_fetched_on_a_webhook_and_its_status_branch_is_pushed() {
     d.wait_for("the fetch error to clear", Duration::from_secs(10), |d| {
         source(d)["remote"]["error"].is_null().then_some(())
     });
+    let (_, metrics) = d.get("/metrics");
+    assert!(metrics.contains(r#"keelson_webhook_deliveries_total{outcome="rejected"} 2"#), "{metrics}");
+    assert!(metrics.contains(r#"keelson_webhook_deliveries_total{outcome="duplicate"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"keelson_source_fetches_total{outcome="notFound"}"#), "{metrics}");
 
     // Everything the ledger holds reaches the remote's status branch, and verifies there.
     d.wait_all_healthy(4, "four apps Healthy after the rewrite", Duration::from_secs(60));

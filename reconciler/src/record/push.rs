@@ -57,6 +57,7 @@ pub struct Pusher {
     pub recorder: Arc<Notify>,
     /// The cache repository's git dir.
     pub git_dir: PathBuf,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl StatusBranch {
@@ -134,7 +135,14 @@ impl Pusher {
             return Ok(false);
         }
         crash_point(point::MID_PUSH);
-        match self.transport.push(&self.branch.reference).await? {
+        let outcome = self.transport.push(&self.branch.reference).await;
+        let label = match &outcome {
+            Ok(PushOutcome::Pushed) => "pushed",
+            Ok(PushOutcome::Rejected) => "rejected",
+            Err(_) => "failed",
+        };
+        crate::metrics::Metrics::outcome(&self.metrics.status_pushes, label);
+        match outcome? {
             PushOutcome::Pushed => {
                 tracing::debug!(commit = local, remote = self.transport.display_url(), "pushed the status branch");
                 self.branch.update_push(|p| {

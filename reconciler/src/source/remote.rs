@@ -90,6 +90,7 @@ pub struct RemoteSource {
     allow_force_push: bool,
     poll: Duration,
     fleet: Arc<RwLock<Fleet>>,
+    metrics: Arc<crate::metrics::Metrics>,
     /// Wakes the engine (the same channel as the ref watch).
     engine: mpsc::Sender<()>,
     /// Webhook deliveries ask for a fetch through this.
@@ -145,6 +146,7 @@ impl RemoteSource {
         git_dir: &Path,
         settings: RemoteSettings,
         fleet: Arc<RwLock<Fleet>>,
+        metrics: Arc<crate::metrics::Metrics>,
         engine: mpsc::Sender<()>,
         fetch_now: Arc<Notify>,
     ) -> Self {
@@ -163,6 +165,7 @@ impl RemoteSource {
             allow_force_push: settings.allow_force_push,
             poll: settings.poll,
             fleet,
+            metrics,
             engine,
             fetch_now,
             refused: None,
@@ -294,6 +297,12 @@ impl RemoteSource {
     /// engine; returns the wait before the next look.
     pub async fn sync_and_report(&mut self) -> Duration {
         let outcome = self.sync().await;
+        let label = match &outcome {
+            Ok(Synced::Unchanged) => "unchanged",
+            Ok(Synced::Moved { .. }) => "moved",
+            Err(e) => e.cause.label(),
+        };
+        crate::metrics::Metrics::outcome(&self.metrics.source_fetches, label);
         let now = crate::engine::now_rfc3339();
         match outcome {
             Ok(synced) => {

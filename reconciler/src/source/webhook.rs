@@ -106,11 +106,18 @@ pub struct HookState {
     trigger: Arc<dyn Fn() + Send + Sync>,
     seen: Arc<Mutex<Deliveries>>,
     fleet: Arc<RwLock<Fleet>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl HookState {
-    pub fn new(secret: Secret, branch: &str, trigger: Arc<dyn Fn() + Send + Sync>, fleet: Arc<RwLock<Fleet>>) -> Self {
-        Self { secret, branch: branch.to_owned(), trigger, seen: Arc::default(), fleet }
+    pub fn new(
+        secret: Secret,
+        branch: &str,
+        trigger: Arc<dyn Fn() + Send + Sync>,
+        fleet: Arc<RwLock<Fleet>>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Self {
+        Self { secret, branch: branch.to_owned(), trigger, seen: Arc::default(), fleet, metrics }
     }
 
     fn count(&self, f: impl FnOnce(&mut WebhookStatus)) {
@@ -183,6 +190,7 @@ async fn hook(State(s): State<HookState>, headers: HeaderMap, body: Bytes) -> Re
         Err(why) => {
             tracing::warn!(reason = why, "webhook delivery refused (nothing fetched)");
             s.count(|w| w.rejected += 1);
+            crate::metrics::Metrics::outcome(&s.metrics.webhook_deliveries, "rejected");
             return error(StatusCode::UNAUTHORIZED, why);
         }
     };
@@ -193,6 +201,7 @@ async fn hook(State(s): State<HookState>, headers: HeaderMap, body: Bytes) -> Re
         if !fresh {
             tracing::info!(?forge, delivery = id, "webhook delivery seen before; not fetched again");
             s.count(|w| w.duplicates += 1);
+            crate::metrics::Metrics::outcome(&s.metrics.webhook_deliveries, "duplicate");
             return answer(StatusCode::ACCEPTED, json!({"status": "duplicate", "delivery": id}));
         }
     }
@@ -206,11 +215,13 @@ async fn hook(State(s): State<HookState>, headers: HeaderMap, body: Bytes) -> Re
     if let Some(reason) = ignored {
         tracing::info!(?forge, delivery, reason, "webhook delivery ignored");
         s.count(|w| w.ignored += 1);
+        crate::metrics::Metrics::outcome(&s.metrics.webhook_deliveries, "ignored");
         return answer(StatusCode::ACCEPTED, json!({"status": "ignored", "delivery": delivery, "reason": reason}));
     }
     tracing::info!(?forge, delivery, branch = s.branch, "webhook: push to the tracked branch; fetching now");
     (s.trigger)();
     s.count(|w| w.accepted += 1);
+    crate::metrics::Metrics::outcome(&s.metrics.webhook_deliveries, "accepted");
     answer(StatusCode::ACCEPTED, json!({"status": "accepted", "delivery": delivery, "fetch": "started"}))
 }
 
@@ -353,7 +364,7 @@ mod tests {
         fleet.write().unwrap().source.webhook = Some(WebhookStatus::default());
         let trigger: Arc<dyn Fn() + Send + Sync> =
             Arc::new(move || _ = triggered.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
-        HookState::new(Secret::from_bytes(b"s3cret"), "main", trigger, fleet)
+        HookState::new(Secret::from_bytes(b"s3cret"), "main", trigger, fleet, Arc::default())
     }
 
     async fn post(s: &HookState, headers: &[(&str, String)], body: &str) -> (u16, Value) {
