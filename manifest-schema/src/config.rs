@@ -124,6 +124,19 @@ pub struct StatusConfig {
     /// Separate repository for status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
+    /// Identity of status commits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<AuthorConfig>,
+}
+
+/// A git identity.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuthorConfig {
+    /// Name, as in `git log`.
+    pub name: String,
+    /// E-mail address.
+    pub email: String,
 }
 
 /// The status API listener.

@@ -535,6 +535,7 @@ async fn up(args: UpArgs) -> Result<ExitCode> {
         not_built: Vec::new(),
         remote: None,
         webhook: None,
+        status_author: None,
         safeguards: args.tuning.safeguards,
     };
     daemon::run(opts, |addr, data_dir, database| {

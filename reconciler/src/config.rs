@@ -189,6 +189,7 @@ pub fn daemon_options(args: DaemonArgs, config: Option<Config>) -> Result<Daemon
         not_built,
         remote,
         webhook,
+        status_author: status.author.map(|a| (a.name, a.email)),
         safeguards: args.tuning.safeguards,
     })
 }

@@ -68,6 +68,8 @@ pub struct DaemonOptions {
     pub remote: Option<RemoteOptions>,
     /// The push webhook listener.
     pub webhook: Option<WebhookOptions>,
+    /// `(name, email)` of status commits (`status.author`); default `Keelson <keelson@localhost>`.
+    pub status_author: Option<(String, String)>,
 }
 
 /// A remote state repository.
@@ -134,7 +136,10 @@ pub async fn run(opts: DaemonOptions, on_listening: impl FnOnce(SocketAddr, &Pat
     }
 
     let metrics = Arc::new(Metrics::new());
-    let status_branch = StatusBranch::new(repo.clone(), &opts.status_branch);
+    let mut status_branch = StatusBranch::new(repo.clone(), &opts.status_branch);
+    if let Some((name, email)) = &opts.status_author {
+        status_branch = status_branch.with_author(name, email);
+    }
     startup::check_status_branch(&status_branch, &ledger, &database, guards.new_audit_chain).await?;
     // Whatever a previous run appended but did not commit goes to the branch before any new work.
     match drain_outbox(&status_branch, &ledger, &metrics).await {

@@ -199,8 +199,8 @@ fn a_remote_is_fetched_on_a_webhook_and_its_status_branch_is_pushed() {
 fn a_force_push_is_refused_with_allow_force_push_false() {
     let r = Remote::new();
     let config = r.tmp.path().join("keelson.yaml");
-    std::fs::write(&config, "apiVersion: keelson.dev/v1alpha1\nkind: Config\nsource:\n  allowForcePush: false\n")
-        .unwrap();
+    let yaml = "apiVersion: keelson.dev/v1alpha1\nkind: Config\nsource:\n  allowForcePush: false\nstatus:\n  author: {name: Ops Bot, email: ops@example.com}\n";
+    std::fs::write(&config, yaml).unwrap();
     let first = git(&r.dev, &["rev-parse", "HEAD"]);
     let (d, hook) = r.start(&["--config", config.to_str().unwrap()]);
     wait_commit(&d, &first, Duration::from_secs(30));
@@ -225,6 +225,9 @@ fn a_force_push_is_refused_with_allow_force_push_false() {
     let next = git(&r.dev, &["rev-parse", "HEAD"]);
     assert_eq!(github_push(&hook, "main", SECRET, "f-2").0, 202);
     wait_commit(&d, &next, Duration::from_secs(10));
+    // Status commits carry the configured identity.
+    d.wait_for("the status branch on the remote", Duration::from_secs(30), |_| remote_status_tip(&r.origin));
+    assert_eq!(git(&r.origin, &["log", "-1", "--format=%an <%ae>", "keelson/status"]), "Ops Bot <ops@example.com>");
     assert_eq!(d.terminate(), 0);
 }
 
