@@ -304,7 +304,8 @@ pub async fn run(opts: DaemonOptions, on_listening: impl FnOnce(SocketAddr, &Pat
     // nothing appended is left off the branch unless the branch cannot be written.
     final_drain(&status_branch, &ledger, &metrics, guards.shutdown_timeout).await;
     if let Some((pusher, task)) = pusher {
-        let _ = task.await;
+        // A push under way (each git command is bounded) may finish within the deadline.
+        let _ = tokio::time::timeout(guards.shutdown_timeout, task).await;
         // What the final drain committed goes to the remote too, within the shutdown deadline.
         match tokio::time::timeout(guards.shutdown_timeout, pusher.push_once(&mut None)).await {
             Ok(Ok(_)) => {}

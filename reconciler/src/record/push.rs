@@ -202,7 +202,14 @@ impl Pusher {
                 "the remote status branch matches the ledger again; status writes resume"
             );
         }
+        let adopted = |tip: &str| {
+            self.branch.update_push(|p| {
+                p.pushed_commit = Some(tip.to_owned());
+                p.error = None;
+            });
+        };
         if local.as_deref() == Some(remote.as_str()) {
+            adopted(&remote);
             return Ok(Some(remote));
         }
         // Moves only if the recorder has not committed meanwhile (then the next push retries).
@@ -215,6 +222,7 @@ impl Pusher {
             bail!("the status branch moved while adopting the remote tip; retrying at the next push");
         }
         self.branch.trust(remote.clone());
+        adopted(&remote);
         tracing::info!(
             branch = self.branch.name(),
             tip = remote,

@@ -270,10 +270,12 @@ impl GitTransport for GitCli {
             return Ok(PushOutcome::Pushed);
         }
         // `!	<ref>	[rejected] (fetch first)` / `(non-fast-forward)`: the remote moved.
-        let rejected = stdout
-            .lines()
-            .chain(stderr.lines())
-            .any(|l| l.contains("[rejected]") && (l.contains("fetch first") || l.contains("non-fast-forward")));
+        let rejected = stdout.lines().chain(stderr.lines()).any(|l| {
+            (l.contains("[rejected]") && (l.contains("fetch first") || l.contains("non-fast-forward")))
+                    // Another writer pushing at the same moment held the ref's lock: the same for us.
+                    || (l.contains("[remote rejected]")
+                        && (l.contains("failed to update ref") || l.contains("cannot lock ref")))
+        });
         if rejected {
             return Ok(PushOutcome::Rejected);
         }
