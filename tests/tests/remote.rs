@@ -133,6 +133,7 @@ fn a_remote_is_fetched_on_a_webhook_and_its_status_branch_is_pushed() {
     assert_eq!((status, answer["status"].as_str()), (202, Some("accepted")), "{answer}");
     wait_commit(&d, &second, Duration::from_secs(10));
     let took = sent.elapsed();
+    eprintln!("webhook → pushed commit loaded (file://, polled every 50 ms): {took:?}");
     assert!(took < Duration::from_secs(3), "a webhook took {took:?} to load the pushed commit");
     let (status, answer) = github_push(&hook, "main", SECRET, "d-1");
     assert_eq!((status, answer["status"].as_str()), (202, Some("duplicate")), "{answer}");
