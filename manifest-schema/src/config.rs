@@ -65,6 +65,12 @@ pub struct SourceConfig {
     /// Fetch interval (duration text).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub poll_interval: Option<String>,
+    /// Follow a rewritten tracked branch (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_force_push: Option<bool>,
+    /// Credentials for a remote, from files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<CredentialsConfig>,
     /// Push-notification listener.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookConfig>,
@@ -74,6 +80,27 @@ pub struct SourceConfig {
     /// ssh `allowed_signers` file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_signers: Option<String>,
+}
+
+/// Credentials for a remote source: file paths only.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CredentialsConfig {
+    /// HTTP basic user name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// File holding the HTTP password or token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<String>,
+    /// File holding a bearer token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<String>,
+    /// ssh private key file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_key_file: Option<String>,
+    /// ssh known_hosts file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_hosts_file: Option<String>,
 }
 
 /// The webhook listener.
@@ -100,6 +127,19 @@ pub struct StatusConfig {
     /// Separate repository for status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
+    /// Identity of status commits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<AuthorConfig>,
+}
+
+/// A git identity.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuthorConfig {
+    /// Name, as in `git log`.
+    pub name: String,
+    /// E-mail address.
+    pub email: String,
 }
 
 /// The status API listener.

@@ -110,30 +110,12 @@ pub const NOT_BUILT: &[NotBuilt] = &[
     },
     NotBuilt {
         kind: Kind::Config,
-        pointer: "/source/webhook",
-        when: When::Present,
-        severity: Severity::Warning,
-        what: "the push webhook listener",
-        instead: "nothing listens; the tracked branch is watched and polled",
-        built_by: "issue 18 (git source v2)",
-    },
-    NotBuilt {
-        kind: Kind::Config,
         pointer: "/status/repo",
         when: When::Present,
         severity: Severity::Error,
         what: "a separate status repository",
         instead: "transitions would be recorded somewhere you did not ask for, so the daemon \
                   refuses to run (remove it to record on the state repository)",
-        built_by: "issue 18 (git source v2)",
-    },
-    NotBuilt {
-        kind: Kind::Config,
-        pointer: "/status/pushInterval",
-        when: When::Present,
-        severity: Severity::Warning,
-        what: "pushing the status branch to a remote",
-        instead: "the status branch is written locally only; the interval is ignored",
         built_by: "issue 18 (git source v2)",
     },
     NotBuilt {

@@ -118,6 +118,7 @@ async fn healthz() -> Json<serde_json::Value> {
 fn assess(s: &ApiState) -> crate::health::Readiness {
     let ledger = s.ledger.write_state();
     let record = s.status_branch.as_ref().map(StatusBranch::record_state);
+    let push = s.status_branch.as_ref().and_then(StatusBranch::push_status);
     let fleet = s.fleet.read().unwrap_or_else(|e| e.into_inner());
     let held_apps = fleet
         .apps
@@ -131,6 +132,8 @@ fn assess(s: &ApiState) -> crate::health::Readiness {
         source_error: fleet.source.error.as_ref(),
         source_warnings: &fleet.source.warnings,
         status_branch: record.as_ref(),
+        fetch_error: fleet.source.remote.as_ref().and_then(|r| r.error.as_ref()),
+        push_error: push.as_ref().and_then(|p| p.error.as_deref()),
         held_apps,
     })
 }
@@ -168,6 +171,7 @@ async fn status(State(s): State<ApiState>) -> Json<serde_json::Value> {
         "problems": verdict.problems,
         "ledger": s.ledger.write_state(),
         "statusBranch": record,
+        "statusPush": s.status_branch.as_ref().and_then(StatusBranch::push_status),
         "source": fleet.source,
         "providers": fleet.providers,
         "apps": fleet.apps.len(),

@@ -54,6 +54,8 @@ pub enum PlanFormat {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once per process; boxing the daemon's flags would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Try Keelson: make (or reuse) a demo state repository and run the daemon on it with the simulator.
     Up(UpArgs),
@@ -234,7 +236,8 @@ pub struct DaemonArgs {
     /// Daemon configuration file (`kind: Config`, see docs/manifest-reference.md); flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// State repository: a local path (work tree or bare). Remote URLs are not supported yet.
+    /// State repository: a local path (work tree or bare) or a URL (`file://`, `https://`,
+    /// `ssh://`, `git@host:path`), fetched into `<data dir>/source.git`.
     #[arg(long, required_unless_present = "config")]
     pub repo: Option<String>,
     /// Tracked branch [default: main].
@@ -260,6 +263,30 @@ pub struct DaemonArgs {
     /// provider's apply or delete (to run beside another tool during a migration).
     #[arg(long)]
     pub dry_run: bool,
+    /// Least time between two pushes of the status branch to a remote source [default: 2s].
+    #[arg(long, value_parser = parse_duration)]
+    pub push_interval: Option<Duration>,
+    /// Listen for push webhooks (`POST /hooks/git`) on this address, apart from the status API.
+    #[arg(long, requires = "webhook_secret_file")]
+    pub webhook_listen: Option<SocketAddr>,
+    /// File holding the webhook secret (a trailing newline is trimmed).
+    #[arg(long)]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// HTTP basic user name for a remote (with --password-file).
+    #[arg(long)]
+    pub username: Option<String>,
+    /// File holding the HTTP password or access token of a remote.
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+    /// File holding a bearer token for a remote.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// ssh private key for a remote.
+    #[arg(long)]
+    pub ssh_key_file: Option<PathBuf>,
+    /// ssh known_hosts file the remote's host key is checked against.
+    #[arg(long)]
+    pub known_hosts_file: Option<PathBuf>,
     #[command(flatten)]
     pub tuning: Tuning,
 }
@@ -540,6 +567,9 @@ async fn up(args: UpArgs) -> Result<ExitCode> {
         prune_max_percent: crate::engine::DEFAULT_PRUNE_MAX_PERCENT,
         dry_run: false,
         sim_drift: args.tuning.sim_drift,
+        remote: None,
+        webhook: None,
+        status_author: None,
         safeguards: args.tuning.safeguards,
     };
     daemon::run(opts, |addr, data_dir, database| {

@@ -109,12 +109,9 @@ pub fn daemon_options(args: DaemonArgs, config: Option<Config>) -> Result<Daemon
         }
     }
     let status = config.status.clone().unwrap_or_default();
-    let repo = args.repo.or(source.repo).context("no repository: pass --repo PATH or set source.repo in the config")?;
-    if repo.contains("://") || repo.starts_with("git@") {
-        bail!(
-            "remote repositories are not supported yet ({repo}); clone it and pass the local path: git clone {repo} state && keelson daemon --repo state"
-        );
-    }
+    let repo =
+        args.repo.or(source.repo).context("no repository: pass --repo PATH|URL or set source.repo in the config")?;
+    let remote_repo = crate::source::transport::is_remote(&repo);
     let listen: SocketAddr = match (args.listen, config.api.as_ref().and_then(|a| a.listen.clone())) {
         (Some(l), _) => l,
         (None, Some(l)) => {
@@ -122,11 +119,54 @@ pub fn daemon_options(args: DaemonArgs, config: Option<Config>) -> Result<Daemon
         }
         (None, None) => "127.0.0.1:7420".parse().expect("valid default address"),
     };
-    let poll_interval = match source.poll_interval.as_deref() {
-        Some(p) if args.tuning.poll_interval == Duration::from_secs(5) => {
-            parse_duration(p).map_err(|e| anyhow::anyhow!("source.pollInterval: {e}"))?
-        }
-        _ => args.tuning.poll_interval,
+    let poll_flag = (args.tuning.poll_interval != Duration::from_secs(5)).then_some(args.tuning.poll_interval);
+    let poll_config = source
+        .poll_interval
+        .as_deref()
+        .map(|p| parse_duration(p).map_err(|e| anyhow::anyhow!("source.pollInterval: {e}")))
+        .transpose()?;
+    let poll_interval = poll_flag.or(poll_config).unwrap_or(args.tuning.poll_interval);
+    let remote = if remote_repo {
+        let creds = source.credentials.clone().unwrap_or_default();
+        let credentials = crate::source::transport::Credentials {
+            username: args.username.or(creds.username),
+            password_file: args.password_file.or(creds.password_file.map(PathBuf::from)),
+            token_file: args.token_file.or(creds.token_file.map(PathBuf::from)),
+            ssh_key_file: args.ssh_key_file.or(creds.ssh_key_file.map(PathBuf::from)),
+            known_hosts_file: args.known_hosts_file.or(creds.known_hosts_file.map(PathBuf::from)),
+        };
+        let push_interval = match (args.push_interval, status.push_interval.as_deref()) {
+            (Some(d), _) => d,
+            (None, Some(p)) => parse_duration(p).map_err(|e| anyhow::anyhow!("status.pushInterval: {e}"))?,
+            (None, None) => Duration::from_secs(2),
+        };
+        Some(crate::daemon::RemoteOptions {
+            url: repo.clone(),
+            credentials,
+            allow_force_push: source.allow_force_push.unwrap_or(true),
+            // A remote is asked once a minute unless told otherwise; a webhook fetches at once.
+            poll_interval: poll_flag.or(poll_config).unwrap_or(Duration::from_secs(60)),
+            push_interval,
+        })
+    } else {
+        None
+    };
+    let webhook = match (args.webhook_listen, source.webhook.as_ref()) {
+        (Some(listen), _) => Some(crate::daemon::WebhookOptions {
+            listen,
+            secret_file: args.webhook_secret_file.context("--webhook-listen requires --webhook-secret-file")?,
+        }),
+        (None, Some(w)) => Some(crate::daemon::WebhookOptions {
+            listen: w
+                .listen
+                .parse()
+                .with_context(|| format!("source.webhook.listen {:?} is not an address like 0.0.0.0:7421", w.listen))?,
+            secret_file: args
+                .webhook_secret_file
+                .or(w.secret_file.as_ref().map(PathBuf::from))
+                .context("source.webhook needs secretFile (a file holding the shared secret)")?,
+        }),
+        (None, None) => None,
     };
     Ok(DaemonOptions {
         repo: PathBuf::from(repo),
@@ -155,6 +195,9 @@ pub fn daemon_options(args: DaemonArgs, config: Option<Config>) -> Result<Daemon
             .map_or(crate::engine::DEFAULT_PRUNE_MAX_PERCENT, |p| p.min(100)),
         dry_run: args.dry_run,
         sim_drift: args.tuning.sim_drift,
+        remote,
+        webhook,
+        status_author: status.author.map(|a| (a.name, a.email)),
         safeguards: args.tuning.safeguards,
     })
 }

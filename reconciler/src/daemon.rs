@@ -23,7 +23,10 @@ use crate::engine::state::{Fleet, SourceStatus};
 use crate::engine::{Engine, EngineSettings};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
-use crate::record::{StatusBranch, drain_outbox, final_drain, run_recorder};
+use crate::record::{Pusher, StatusBranch, drain_outbox, final_drain, run_recorder};
+use crate::source::remote::{RemoteSettings, RemoteSource, prepare_cache};
+use crate::source::transport::{Credentials, GitCli, GitTransport, display_url};
+use crate::source::webhook::{self, HookState, Secret, WebhookStatus};
 use crate::source::{GitRepo, watch_ref};
 
 /// Apps reconciled at once unless `--concurrency` or `concurrency:` says otherwise.
@@ -69,6 +72,12 @@ pub struct DaemonOptions {
     pub dry_run: bool,
     /// `--sim-drift`: drift faults every sim instance starts with.
     pub sim_drift: Vec<keelson_provider_sim::DriftFault>,
+    /// Set when the repository is a URL: fetched into `<data dir>/source.git`.
+    pub remote: Option<RemoteOptions>,
+    /// The push webhook listener.
+    pub webhook: Option<WebhookOptions>,
+    /// `(name, email)` of status commits (`status.author`); default `Keelson <keelson@localhost>`.
+    pub status_author: Option<(String, String)>,
 }
 
 /// How drift is looked for.
@@ -92,15 +101,51 @@ impl Default for DriftOptions {
     }
 }
 
+/// A remote state repository.
+#[derive(Debug, Clone)]
+pub struct RemoteOptions {
+    /// As written (may hold a user name; a password in it is never shown).
+    pub url: String,
+    pub credentials: Credentials,
+    /// Follow a rewritten tracked branch.
+    pub allow_force_push: bool,
+    /// How often the remote is asked for the tracked ref (jittered).
+    pub poll_interval: Duration,
+    /// Least time between two pushes of the status branch.
+    pub push_interval: Duration,
+}
+
+/// The webhook listener.
+#[derive(Debug, Clone)]
+pub struct WebhookOptions {
+    pub listen: SocketAddr,
+    pub secret_file: PathBuf,
+}
+
 /// Runs until SIGTERM or SIGINT; `on_listening` is called with the bound API address and data dir.
 pub async fn run(opts: DaemonOptions, on_listening: impl FnOnce(SocketAddr, &Path, &str)) -> Result<()> {
-    let repo = {
-        let path = opts.repo.clone();
-        tokio::task::spawn_blocking(move || GitRepo::open(&path)).await??
+    // The secret is read before anything else, so a missing file fails start-up at once.
+    let secret = opts.webhook.as_ref().map(|w| Secret::read(&w.secret_file)).transpose()?;
+    let (repo, data_dir, _lock) = match &opts.remote {
+        None => {
+            let path = opts.repo.clone();
+            let repo = tokio::task::spawn_blocking(move || GitRepo::open(&path)).await??;
+            let data_dir = opts.data_dir.clone().unwrap_or_else(|| repo.root().join(".keelson"));
+            std::fs::create_dir_all(&data_dir)
+                .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+            let lock = take_instance_lock(&data_dir)?;
+            (repo, data_dir, lock)
+        }
+        Some(remote) => {
+            let data_dir = opts.data_dir.clone().unwrap_or_else(|| PathBuf::from(".keelson"));
+            std::fs::create_dir_all(&data_dir)
+                .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+            let lock = take_instance_lock(&data_dir)?;
+            let cache = prepare_cache(&data_dir, &remote.url).await?;
+            let repo = tokio::task::spawn_blocking(move || GitRepo::open(&cache)).await??;
+            (repo, data_dir, lock)
+        }
     };
-    let data_dir = opts.data_dir.clone().unwrap_or_else(|| repo.root().join(".keelson"));
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
-    let _lock = take_instance_lock(&data_dir)?;
     let _repo_lock = lock::take_repository_lock(repo.git_dir(), repo.root(), &opts.status_branch, &data_dir)?;
     clear_stale_git_locks(&repo, &opts.status_branch);
     let guards = opts.safeguards.clone();
@@ -124,7 +169,10 @@ pub async fn run(opts: DaemonOptions, on_listening: impl FnOnce(SocketAddr, &Pat
     }
 
     let metrics = Arc::new(Metrics::new());
-    let status_branch = StatusBranch::new(repo.clone(), &opts.status_branch);
+    let mut status_branch = StatusBranch::new(repo.clone(), &opts.status_branch);
+    if let Some((name, email)) = &opts.status_author {
+        status_branch = status_branch.with_author(name, email);
+    }
     startup::check_status_branch(&status_branch, &ledger, &database, guards.new_audit_chain).await?;
     // Whatever a previous run appended but did not commit goes to the branch before any new work.
     match drain_outbox(&status_branch, &ledger, &metrics).await {
@@ -145,7 +193,10 @@ pub async fn run(opts: DaemonOptions, on_listening: impl FnOnce(SocketAddr, &Pat
         source: SourceStatus {
             // The repository's own name, not where it sits on this machine: the API may be
             // reachable from elsewhere, and the layout of the host is nobody's business there.
-            repo: repo_name(&opts.repo),
+            repo: match &opts.remote {
+                Some(remote) => display_url(&remote.url),
+                None => repo_name(&opts.repo),
+            },
             branch: opts.branch.clone(),
             path: opts.path.clone(),
             ..SourceStatus::default()
@@ -191,7 +242,66 @@ pub async fn run(opts: DaemonOptions, on_listening: impl FnOnce(SocketAddr, &Pat
     ));
     let watchdog = tokio::spawn(startup::watch_ledger(ledger.clone(), shutdown_rx.clone()));
     let (ref_tx, ref_rx) = mpsc::channel(16);
-    let _watch = watch_ref(repo.git_dir(), &opts.branch, opts.poll_interval, ref_tx)?;
+    let _watch = watch_ref(repo.git_dir(), &opts.branch, opts.poll_interval, ref_tx.clone())?;
+    let fetch_now = Arc::new(Notify::new());
+    let transport: Option<Arc<dyn GitTransport>> = opts.remote.as_ref().map(|remote| {
+        Arc::new(GitCli::new(&remote.url, repo.git_dir(), remote.credentials.clone())) as Arc<dyn GitTransport>
+    });
+    let mut pusher = None;
+    if let (Some(remote), Some(transport)) = (&opts.remote, &transport) {
+        let source = RemoteSource::new(
+            transport.clone(),
+            repo.git_dir(),
+            RemoteSettings {
+                branch: opts.branch.clone(),
+                allow_force_push: remote.allow_force_push,
+                poll: remote.poll_interval,
+            },
+            fleet.clone(),
+            metrics.clone(),
+            ref_tx.clone(),
+            fetch_now.clone(),
+        );
+        // The first fetch starts at once, whatever the poll interval; the engine loads what the
+        // cache holds meanwhile (the last commit applied) and is woken when the fetch moves it.
+        tokio::spawn(source.run(Duration::ZERO, shutdown_rx.clone()));
+        let p = Pusher {
+            branch: status_branch.clone(),
+            transport: transport.clone(),
+            ledger: ledger.clone(),
+            interval: remote.push_interval,
+            recorder: wake.clone(),
+            git_dir: repo.git_dir().to_path_buf(),
+            metrics: metrics.clone(),
+        };
+        pusher = Some((p.clone(), tokio::spawn(p.run(shutdown_rx.clone()))));
+    }
+    let mut hooks = None;
+    if let (Some(w), Some(secret)) = (&opts.webhook, secret) {
+        let listener = webhook::bind(w.listen).await?;
+        let hook_addr = listener.local_addr()?;
+        fleet.write().unwrap_or_else(|e| e.into_inner()).source.webhook =
+            Some(WebhookStatus { listen: hook_addr.to_string(), ..WebhookStatus::default() });
+        let trigger: Arc<dyn Fn() + Send + Sync> = if opts.remote.is_some() {
+            webhook::notify_trigger(fetch_now.clone())
+        } else {
+            let tx = ref_tx.clone();
+            Arc::new(move || {
+                let _ = tx.try_send(());
+            })
+        };
+        let state = HookState::new(secret, &opts.branch, trigger, fleet.clone(), metrics.clone());
+        tracing::info!(addr = %hook_addr, "webhook listener on POST /hooks/git");
+        println!("webhooks on http://{hook_addr}/hooks/git");
+        hooks = Some(tokio::spawn(serve(
+            listener,
+            webhook::router(state),
+            webhook::limits(),
+            shutdown_rx.clone(),
+            guards.shutdown_timeout,
+        )));
+    }
+    drop(ref_tx);
     let engine = Engine::new(
         repo.clone(),
         ledger.clone(),
@@ -231,6 +341,22 @@ pub async fn run(opts: DaemonOptions, on_listening: impl FnOnce(SocketAddr, &Pat
     // The engine has stopped appending: one last drain, within the shutdown deadline, so that
     // nothing appended is left off the branch unless the branch cannot be written.
     final_drain(&status_branch, &ledger, &metrics, guards.shutdown_timeout).await;
+    if let Some((pusher, task)) = pusher {
+        // A push under way (each git command is bounded) may finish within the deadline.
+        let _ = tokio::time::timeout(guards.shutdown_timeout, task).await;
+        // What the final drain committed goes to the remote too, within the shutdown deadline.
+        match tokio::time::timeout(guards.shutdown_timeout, pusher.push_once(&mut None)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(
+                error = format!("{e:#}"),
+                "the last push of the status branch failed; it is pushed at the next start"
+            ),
+            Err(_) => tracing::warn!("the last push of the status branch did not finish within the shutdown deadline"),
+        }
+    }
+    if let Some(hooks) = hooks {
+        let _ = hooks.await;
+    }
     let _ = watchdog.await;
     let _ = server.await;
     if tokio::time::timeout(guards.shutdown_timeout, ledger.close()).await.is_err() {

@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::engine::state::SourceError;
 use crate::ledger::WriteState;
 use crate::record::RecordState;
+use crate::source::remote::FetchError;
 
 /// Everything readiness depends on, read from the engine, the ledger and the recorder.
 #[derive(Debug, Clone)]
@@ -25,6 +26,10 @@ pub struct Signals<'a> {
     pub source_warnings: &'a [String],
     /// What the status-branch recorder is doing (None when the daemon has no status branch).
     pub status_branch: Option<&'a RecordState>,
+    /// Why fetching a remote source fails, while it does.
+    pub fetch_error: Option<&'a FetchError>,
+    /// Why pushing the status branch to the remote fails, while it does.
+    pub push_error: Option<&'a str>,
     /// Apps that are Blocked or Failed, by name.
     pub held_apps: Vec<&'a str>,
 }
@@ -64,12 +69,23 @@ pub fn readiness(s: &Signals<'_>) -> Readiness {
         problems.push(Problem { component, message, blocks_readiness });
     };
     if !s.snapshot_loaded {
-        let why = match s.source_error {
-            Some(e) => format!("no commit of the tracked branch has been loaded yet: {}", e.message),
-            None => "the first commit has not been reconciled yet".to_owned(),
+        let why = match (s.fetch_error, s.source_error) {
+            (Some(e), _) => format!("no commit of the tracked branch has been loaded yet: {}", e.message),
+            (None, Some(e)) => format!("no commit of the tracked branch has been loaded yet: {}", e.message),
+            (None, None) => "the first commit has not been reconciled yet".to_owned(),
         };
         push(Component::Source, why, true);
-    } else if let Some(e) = s.source_error {
+    } else if let Some(e) = s.fetch_error {
+        push(
+            Component::Source,
+            format!(
+                "fetching the remote fails since {}: {}; the last fetched commit stays in force; attempt {}, next in {} ms",
+                e.since, e.message, e.attempts, e.retry_in_ms
+            ),
+            false,
+        );
+    }
+    if let Some(e) = s.source_error.filter(|_| s.snapshot_loaded) {
         let commit = e.commit.as_deref().map(|c| format!(" (commit {})", crate::engine::short(c))).unwrap_or_default();
         push(
             Component::Source,
@@ -109,6 +125,15 @@ pub fn readiness(s: &Signals<'_>) -> Readiness {
         ),
         Some(RecordState::Stopped { message }) => push(Component::StatusBranch, message.clone(), false),
     }
+    if let Some(message) = s.push_error {
+        push(
+            Component::StatusBranch,
+            format!(
+                "pushing the status branch fails: {message}; its commits wait in the cache and are pushed once it works"
+            ),
+            false,
+        );
+    }
     if !s.held_apps.is_empty() {
         const SHOWN: usize = 20;
         let mut names = s.held_apps.iter().take(SHOWN).copied().collect::<Vec<_>>().join(", ");
@@ -136,6 +161,8 @@ mod tests {
             ledger: &super::WriteState::Writable,
             source_error: None,
             source_warnings: &warnings,
+            fetch_error: None,
+            push_error: None,
             status_branch: None,
             held_apps: vec![],
         });
@@ -185,6 +212,8 @@ mod tests {
             ledger: &ledger,
             source_error: source_failing.then_some(&error),
             source_warnings: &[],
+            fetch_error: None,
+            push_error: None,
             status_branch: Some(&status_branch),
             held_apps,
         });
@@ -212,6 +241,8 @@ mod tests {
             ledger: &WriteState::Writable,
             source_error: None,
             source_warnings: &[],
+            fetch_error: None,
+            push_error: None,
             status_branch: None,
             held_apps: names.iter().map(String::as_str).collect(),
         });

@@ -30,6 +30,12 @@ pub struct Metrics {
     pub ledger_head: Gauge,
     /// Errors found in the manifests of the last commit.
     pub manifest_errors: Gauge,
+    /// Looks at a remote source, by outcome (`unchanged`, `moved`, or the failure's cause).
+    pub source_fetches: Family<Vec<(&'static str, String)>, Counter>,
+    /// Webhook deliveries, by outcome (`accepted`, `ignored`, `duplicate`, `rejected`).
+    pub webhook_deliveries: Family<Vec<(&'static str, String)>, Counter>,
+    /// Pushes of the status branch, by outcome (`pushed`, `rejected`, `failed`).
+    pub status_pushes: Family<Vec<(&'static str, String)>, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -58,6 +64,9 @@ impl Metrics {
             apps: Family::default(),
             ledger_head: Gauge::default(),
             manifest_errors: Gauge::default(),
+            source_fetches: Family::default(),
+            webhook_deliveries: Family::default(),
+            status_pushes: Family::default(),
             registry: Registry::default(),
         };
         registry.register("transitions", "Ledger entries appended, by target state", m.transitions.clone());
@@ -73,7 +82,19 @@ impl Metrics {
             "Errors in the manifests of the last reconciled commit",
             m.manifest_errors.clone(),
         );
+        registry.register(
+            "source_fetches",
+            "Looks at a remote source by outcome (unchanged, moved, or the failure's cause)",
+            m.source_fetches.clone(),
+        );
+        registry.register("webhook_deliveries", "Webhook deliveries by outcome", m.webhook_deliveries.clone());
+        registry.register("status_pushes", "Pushes of the status branch by outcome", m.status_pushes.clone());
         Self { registry, ..m }
+    }
+
+    /// Counts one outcome of a labelled counter family.
+    pub fn outcome(family: &Family<Vec<(&'static str, String)>, Counter>, outcome: &str) {
+        family.get_or_create(&vec![("outcome", outcome.to_owned())]).inc();
     }
 
     /// Counts one ledger entry.

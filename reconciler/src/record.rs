@@ -18,9 +18,11 @@ use crate::metrics::Metrics;
 use crate::source::{GitRepo, trailer_values};
 
 mod integrity;
+mod push;
 pub use integrity::{
     BadStatusFile, RecordState, StatusFilesReport, TipCheck, WritesStopped, check_status_files, inspect_tip,
 };
+pub use push::{PushStatus, Pusher};
 
 /// The identity status commits are written with.
 pub const KEELSON_NAME: &str = "Keelson";
@@ -37,12 +39,25 @@ pub struct StatusBranch {
     repo: GitRepo,
     reference: String,
     shared: Arc<Mutex<integrity::Shared>>,
+    /// Name and e-mail status commits are written with.
+    author: Arc<(String, String)>,
 }
 
 impl StatusBranch {
     /// The branch `branch` (e.g. `keelson/status`) of `repo`.
     pub fn new(repo: GitRepo, branch: &str) -> Self {
-        Self { repo, reference: format!("refs/heads/{branch}"), shared: Arc::default() }
+        Self { repo, reference: format!("refs/heads/{branch}"), shared: Arc::default(), author: default_author() }
+    }
+
+    /// The same branch, its commits written as `name <email>` (`status.author` in config).
+    pub fn with_author(mut self, name: &str, email: &str) -> Self {
+        self.author = Arc::new((name.to_owned(), email.to_owned()));
+        self
+    }
+
+    /// A status branch at a full reference name (the fetched copy of a remote status branch).
+    pub(crate) fn at_reference(repo: GitRepo, reference: &str) -> Self {
+        Self { repo, reference: reference.to_owned(), shared: Arc::default(), author: default_author() }
     }
 
     /// The branch's short name (`keelson/status`).
@@ -113,8 +128,8 @@ impl StatusBranch {
     ) -> Result<String> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let signature = gix::actor::Signature {
-            name: KEELSON_NAME.into(),
-            email: KEELSON_EMAIL.into(),
+            name: self.author.0.as_str().into(),
+            email: self.author.1.as_str().into(),
             time: gix::date::Time::new(now.as_secs() as i64, 0),
         };
         let (mut b1, mut b2) = (gix::date::parse::TimeBuf::default(), gix::date::parse::TimeBuf::default());
@@ -159,6 +174,10 @@ impl StatusBranch {
         self.trust(id.clone());
         Ok(id)
     }
+}
+
+fn default_author() -> Arc<(String, String)> {
+    Arc::new((KEELSON_NAME.to_owned(), KEELSON_EMAIL.to_owned()))
 }
 
 /// True for the message of a commit that starts a new audit chain.

@@ -1,5 +1,15 @@
 //! Source: the state repository in git. Resolves the tracked branch, lists the files of a commit,
 //! reads blobs, and wakes the engine when (and only when) the tracked ref moves.
+//!
+//! One interface whatever the transport: the engine reads snapshots of `refs/heads/<branch>` of a
+//! [`GitRepo`] and is woken through one channel. For a local repository that is the repository
+//! itself, watched by [`watch_ref`]; for a remote one ([`remote`]) it is a cache repository under
+//! the data directory that the remote source fetches into (at start-up, on a jittered poll, and
+//! at once on a [`webhook`] delivery), moving the tracked ref only to a checked head.
+
+pub mod remote;
+pub mod transport;
+pub mod webhook;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};

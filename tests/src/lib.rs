@@ -2,11 +2,13 @@
 //! daemon on a free loopback port, bounded waits. Every wait here has a deadline.
 #![forbid(unsafe_code)]
 
+pub mod githttp;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -99,6 +101,7 @@ pub struct Daemon {
     child: Option<Child>,
     pub url: String,
     stderr_log: PathBuf,
+    stdout: Arc<Mutex<Vec<String>>>,
 }
 
 impl Daemon {
@@ -136,19 +139,30 @@ impl Daemon {
             .expect("spawning keelson daemon");
         let stdout = child.stdout.take().expect("stdout piped");
         let (tx, rx) = mpsc::channel();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let kept = lines.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(rest) = line.trim().strip_prefix("listening on ") {
                     let _ = tx.send(rest.trim().to_owned());
                 }
+                kept.lock().unwrap_or_else(|e| e.into_inner()).push(line);
             }
         });
-        let mut daemon = Daemon { child: Some(child), url: String::new(), stderr_log };
+        let mut daemon = Daemon { child: Some(child), url: String::new(), stderr_log, stdout: lines };
         match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(url) => daemon.url = url,
             Err(_) => panic!("daemon did not report its address within 60 s; log:\n{}", daemon.log()),
         }
         daemon
+    }
+
+    /// The rest of the first stdout line starting with `prefix` (waits at most `limit`).
+    pub fn stdout_line(&self, prefix: &str, limit: Duration) -> String {
+        self.wait_for(&format!("a line starting {prefix:?} on stdout"), limit, |d| {
+            let lines = d.stdout.lock().unwrap_or_else(|e| e.into_inner());
+            lines.iter().find_map(|l| l.trim().strip_prefix(prefix).map(|r| r.trim().to_owned()))
+        })
     }
 
     /// The daemon's process id (of the wrapper, if one execs it, which `prlimit` does).
@@ -266,4 +280,38 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .filter(|l| l.split(['{', ' ']).next() == Some(name))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// `POST url` with extra headers and a body (bounded by 10 s): (status, body).
+pub fn post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("http:// URL");
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut stream = std::net::TcpStream::connect(authority).expect("connecting");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).expect("writing request");
+    stream.write_all(body).expect("writing body");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// Hex HMAC-SHA256 of `body` with `secret`, as forges sign webhook deliveries.
+pub fn hmac_hex(secret: &[u8], body: &[u8]) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).expect("any key length");
+    mac.update(body);
+    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -289,10 +289,8 @@ fn design_config_parses() {
     assert_eq!(
         findings,
         [
-            not_built("/source/webhook", Severity::Warning),
             not_built("/source/requireSignedCommits", Severity::Error),
             not_built("/source/allowedSigners", Severity::Warning),
-            not_built("/status/pushInterval", Severity::Warning),
             not_built("/clusters/prod-east/capacity", Severity::Warning),
             not_built("/clusters/prod-east/mesh", Severity::Warning),
             not_built("/clusters/prod-east/metrics", Severity::Warning),

@@ -50,6 +50,12 @@ pub struct SourceStatus {
     pub warnings: Vec<String>,
     /// Why the tracked branch could not be read or its commit loaded, while that lasts.
     pub error: Option<SourceError>,
+    /// The remote and its last fetch (None for a local repository).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote: Option<crate::source::remote::RemoteStatus>,
+    /// The webhook listener (None when there is none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<crate::source::webhook::WebhookStatus>,
 }
 
 /// A source problem (an unreadable ref, a corrupt object), retried with capped backoff.

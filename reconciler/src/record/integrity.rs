@@ -42,12 +42,16 @@ pub enum RecordState {
 /// State shared by every clone of a [`StatusBranch`].
 #[derive(Debug, Default)]
 pub(super) struct Shared {
-    state: RecordState,
+    pub(super) state: RecordState,
     /// The tip this process wrote or verified last (`Some(None)`: verified that there is none).
     trusted: Option<Option<String>>,
     /// The last tip found not to match, with why: it cannot start matching (the ledger only
     /// grows), so it is not inspected again on every wake-up.
     rejected: Option<(Option<String>, String)>,
+    /// The push of a remote source's status branch (None for a local source).
+    pub(super) push: Option<super::PushStatus>,
+    /// Set while the remote status branch was moved by someone else: nothing is committed.
+    pub(super) push_stopped: Option<String>,
 }
 
 /// The recorder refuses to build on the tip; the reason is in [`StatusBranch::record_state`].
@@ -109,7 +113,7 @@ impl StatusBranch {
         self.shared().state = state;
     }
 
-    fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
+    pub(super) fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -118,7 +122,7 @@ impl StatusBranch {
         self.shared().trusted = Some(Some(tip));
     }
 
-    fn tip_id(&self) -> Result<Option<gix::ObjectId>> {
+    pub(super) fn tip_id(&self) -> Result<Option<gix::ObjectId>> {
         tip(&self.repo.local(), &self.reference)
     }
 
@@ -174,6 +178,9 @@ impl StatusBranch {
     /// Verifies the tip unless this process wrote it; refuses with [`WritesStopped`] when it
     /// does not match the ledger (and records why in [`StatusBranch::record_state`]).
     pub(super) async fn check_tip(&self, ledger: &Ledger) -> Result<()> {
+        if let Some(reason) = self.shared().push_stopped.clone() {
+            return Err(WritesStopped { reason }.into());
+        }
         let b = self.clone();
         let tip = tokio::task::spawn_blocking(move || b.tip_id()).await??.map(|t| t.to_string());
         {
@@ -223,7 +230,7 @@ impl StatusBranch {
 }
 
 /// The hash of entry `seq` in the ledger, None if there is none.
-async fn hash_at(ledger: &Ledger, seq: i64) -> Result<Option<String>> {
+pub(super) async fn hash_at(ledger: &Ledger, seq: i64) -> Result<Option<String>> {
     let found = ledger.entries_after(seq - 1, 1).await?;
     Ok(found.into_iter().find(|e| e.seq == seq).map(|e| e.hash))
 }
