@@ -63,10 +63,11 @@ pub fn validation_files_per_s(repo: &GitRepo, commit: &str, apps: usize) -> Resu
     Ok(loader.cached_files() as f64 / elapsed)
 }
 
-/// What Keelson does when the tracked branch moves from `base` to `head`: list `head`'s tree and
-/// reload with a cache warm from `base`, so only changed blobs are read and validated.
-/// Returns milliseconds in all, milliseconds in `Loader::load` alone, and the names of apps whose
-/// digest changed.
+/// What the daemon does when the tracked branch moves from `base` to `head`: compare the two
+/// commits' trees (only the trees whose ids differ are read) and load those changes into a loader
+/// that holds `base`, so only changed blobs are read and validated and only the apps they can
+/// reach are checked again. Returns milliseconds in all, milliseconds in `Loader::load_changes`
+/// alone, and the names of apps whose digest changed.
 pub fn change_detection_ms(repo: &GitRepo, base: &str, head: &str) -> Result<(f64, f64, Vec<String>)> {
     let local = repo.local();
     let mut loader = Loader::new();
@@ -75,9 +76,9 @@ pub fn change_detection_ms(repo: &GitRepo, base: &str, head: &str) -> Result<(f6
         loader.load(&snapshot.files, &mut |f| keelson::source::read_blob(&local, &f.blob_id))
     };
     let started = Instant::now();
-    let snapshot = repo.snapshot(head, "")?;
+    let changes = repo.changes(base, head, "")?;
     let loading = Instant::now();
-    let after = loader.load(&snapshot.files, &mut |f| keelson::source::read_blob(&local, &f.blob_id));
+    let after = loader.load_changes(&changes, &mut |f| keelson::source::read_blob(&local, &f.blob_id));
     let load_ms = loading.elapsed().as_secs_f64() * 1e3;
     let elapsed = started.elapsed().as_secs_f64() * 1e3;
     let changed = after

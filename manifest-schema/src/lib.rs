@@ -29,7 +29,7 @@ pub use app::{App, AppSpec, Metadata, Placement};
 pub use config::{Config, parse_config};
 pub use diagnostic::{Diagnostic, Severity};
 pub use ids::{AppName, CommitId, Digest};
-pub use loader::{DesiredState, EntryKind, LoadOutcome, LoadedApp, LoadedPolicy, Loader, RepoFile};
+pub use loader::{DesiredState, EntryKind, FileChange, LoadOutcome, LoadedApp, LoadedPolicy, Loader, RepoFile};
 pub use policy::Policy;
 pub use schema::Kind;
 pub use validate::{Manifest, check_file};

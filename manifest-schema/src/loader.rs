@@ -66,6 +66,22 @@ impl RepoFile {
     }
 }
 
+/// An entry that differs between two commits: as it was and as it is (`None` where absent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileChange {
+    /// The entry in the older commit.
+    pub before: Option<RepoFile>,
+    /// The entry in the newer commit.
+    pub after: Option<RepoFile>,
+}
+
+impl FileChange {
+    /// A change from `before` to `after`.
+    pub fn new(before: Option<&RepoFile>, after: Option<&RepoFile>) -> Self {
+        Self { before: before.cloned(), after: after.cloned() }
+    }
+}
+
 /// An app that passed validation, with where it came from and its content digest.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LoadedApp {
@@ -194,10 +210,45 @@ impl Loader {
         files: &[RepoFile],
         read: &mut dyn FnMut(&RepoFile) -> std::io::Result<Vec<u8>>,
     ) -> LoadOutcome {
+        let changes = self.update_files(files);
+        self.reload(&changes, read)
+    }
+
+    /// Loads the repository the last load saw with `changes` applied (as a tree diff from the
+    /// commit loaded last gives them), without a listing of every file.
+    pub fn load_changes(
+        &mut self,
+        changes: &[FileChange],
+        read: &mut dyn FnMut(&RepoFile) -> std::io::Result<Vec<u8>>,
+    ) -> LoadOutcome {
+        for change in changes {
+            if let Some(before) = &change.before {
+                self.files.remove(&before.path);
+            }
+        }
+        for change in changes {
+            if let Some(after) = &change.after {
+                self.files.insert(after.path.clone(), after.clone());
+            }
+        }
+        self.reload(changes, read)
+    }
+
+    /// The entry at `path` as of the last load.
+    pub fn file(&self, path: &str) -> Option<&RepoFile> {
+        self.files.get(path)
+    }
+
+    /// Redoes what `changes` (already applied to the listing) can affect.
+    fn reload(
+        &mut self,
+        changes: &[FileChange],
+        read: &mut dyn FnMut(&RepoFile) -> std::io::Result<Vec<u8>>,
+    ) -> LoadOutcome {
         let mut touched = std::mem::take(&mut self.unread);
         let mut top_changed = std::mem::take(&mut self.top.unread);
-        for (old, new) in self.update_files(files) {
-            for entry in old.iter().chain(&new) {
+        for change in changes {
+            for entry in change.before.iter().chain(&change.after) {
                 if let Some(dir) = app_dir_of(entry) {
                     touched.insert(dir.to_string());
                 }
@@ -269,7 +320,7 @@ impl Loader {
     }
 
     /// Replaces the file listing; returns each changed entry as it was and as it is.
-    fn update_files(&mut self, files: &[RepoFile]) -> Vec<(Option<RepoFile>, Option<RepoFile>)> {
+    fn update_files(&mut self, files: &[RepoFile]) -> Vec<FileChange> {
         let mut sorted: Vec<&RepoFile> = files.iter().collect();
         if !sorted.is_sorted_by(|a, b| a.path <= b.path) {
             sorted.sort_by(|a, b| a.path.cmp(&b.path));
@@ -282,30 +333,30 @@ impl Loader {
                 (None, None) => break,
                 (Some(o), Some(n)) if o.path == n.path => {
                     if o != n {
-                        changes.push((Some((*o).clone()), Some((*n).clone())));
+                        changes.push(FileChange::new(Some(o), Some(n)));
                     }
                     old.next();
                     new.next();
                 }
                 (Some(o), Some(n)) if o.path < n.path => {
-                    changes.push((Some((*o).clone()), None));
+                    changes.push(FileChange::new(Some(o), None));
                     old.next();
                 }
                 (Some(o), None) => {
-                    changes.push((Some((*o).clone()), None));
+                    changes.push(FileChange::new(Some(o), None));
                     old.next();
                 }
                 (_, Some(n)) => {
-                    changes.push((None, Some((*n).clone())));
+                    changes.push(FileChange::new(None, Some(n)));
                     new.next();
                 }
             }
         }
         for change in &changes {
             match change {
-                (_, Some(n)) => self.files.insert(n.path.clone(), n.clone()),
-                (Some(o), None) => self.files.remove(&o.path),
-                (None, None) => None,
+                FileChange { after: Some(n), .. } => self.files.insert(n.path.clone(), n.clone()),
+                FileChange { before: Some(o), after: None } => self.files.remove(&o.path),
+                FileChange { before: None, after: None } => None,
             };
         }
         changes

@@ -313,6 +313,7 @@ pub async fn run(opts: DaemonOptions, on_listening: impl FnOnce(SocketAddr, &Pat
             ignore_by_kind: opts.drift.ignore_by_kind.clone(),
             prune_max_percent: opts.prune_max_percent,
             dry_run: opts.dry_run,
+            shutdown_timeout: guards.shutdown_timeout,
             ..EngineSettings::new(opts.branch.clone(), opts.path.clone(), opts.progress_deadline, opts.concurrency)
         },
         fleet,

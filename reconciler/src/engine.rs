@@ -35,7 +35,7 @@ use anyhow::{Context, Result};
 use keelson_core::Event;
 use keelson_core::event::Recorded;
 use keelson_core::ledger::Transition;
-use keelson_manifest::{App, DesiredState, LoadedApp, Loader};
+use keelson_manifest::{App, DesiredState, LoadedApp};
 use keelson_provider_api::{Clock, ErrorClass, IdempotencyKey, Outcome, ResourceId};
 use tokio::sync::{Notify, mpsc, watch};
 
@@ -78,6 +78,9 @@ pub struct EngineSettings {
     pub prune_max_percent: u32,
     /// `--dry-run`: plans are recorded (marked as dry runs); no provider apply or delete is called.
     pub dry_run: bool,
+    /// How long a shutdown waits for the reconciles in flight (`--shutdown-timeout`); a provider
+    /// call still unanswered then is abandoned, its intent left open for the next start to settle.
+    pub shutdown_timeout: Duration,
 }
 
 impl EngineSettings {
@@ -94,6 +97,7 @@ impl EngineSettings {
             ignore_by_kind: BTreeMap::new(),
             prune_max_percent: DEFAULT_PRUNE_MAX_PERCENT,
             dry_run: false,
+            shutdown_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -170,7 +174,7 @@ pub struct Ctx {
 /// The reconcile engine: the source loop and the workers over one [`Ctx`].
 pub struct Engine {
     ctx: Arc<Ctx>,
-    loader: Arc<Mutex<Loader>>,
+    loader: Arc<Mutex<load::RepoLoader>>,
     /// Backoff of a source that could not be read.
     source_retry: source_retry::SourceRetry,
 }
@@ -210,11 +214,7 @@ impl Engine {
             previous: PreviousApps::default(),
             polls: Mutex::default(),
         };
-        Engine {
-            ctx: Arc::new(ctx),
-            loader: Arc::new(Mutex::new(Loader::new())),
-            source_retry: source_retry::SourceRetry::default(),
-        }
+        Engine { ctx: Arc::new(ctx), loader: Arc::default(), source_retry: source_retry::SourceRetry::default() }
     }
 
     /// The context every reconcile shares, for reads from outside (a live diff for the API).
@@ -266,8 +266,19 @@ impl Engine {
         }
         tracing::info!("engine stopped taking new work; finishing the reconciles in flight");
         self.ctx.queue.close();
-        for w in workers {
-            let _ = w.await;
+        let aborts: Vec<_> = workers.iter().map(|w| w.abort_handle()).collect();
+        let finished = futures_util::future::join_all(workers);
+        if tokio::time::timeout(self.ctx.settings.shutdown_timeout, finished).await.is_err() {
+            // An intent is durable before every provider call, so what is abandoned here is
+            // settled by observing the provider at the next start.
+            let in_flight = self.ctx.queue.in_flight();
+            tracing::warn!(
+                apps = in_flight.join(", "),
+                "reconciles still in flight at the shutdown deadline are abandoned; their open intents are settled at the next start"
+            );
+            for abort in aborts {
+                abort.abort();
+            }
         }
         let _ = reflector.await;
         tracing::info!("engine stopped");

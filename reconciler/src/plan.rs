@@ -316,10 +316,10 @@ impl RevisionPlan {
 /// Compiles the policies of a desired state, reading `.rego` modules from the same commit.
 pub fn compile_policies(
     desired: &DesiredState,
-    files: &[RepoFile],
+    file: &dyn Fn(&str) -> Option<RepoFile>,
     repo: &gix::Repository,
 ) -> (PolicySet, Vec<Diagnostic>) {
-    PolicySet::compile(desired, &mut |path| match files.iter().find(|f| f.path == path) {
+    PolicySet::compile(desired, &mut |path| match file(path) {
         // A link's blob is its target's name: never read as a module (the loader reports it).
         Some(f) if f.entry != keelson_manifest::EntryKind::File => Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
@@ -376,7 +376,8 @@ fn load_revision(repo: &GitRepo, rev: &str, path: &str) -> Result<Revision> {
     let snapshot = repo.snapshot(&commit, path)?;
     let local = repo.local();
     let mut outcome = Loader::new().load(&snapshot.files, &mut |f| crate::source::read_blob(&local, &f.blob_id));
-    let (policies, diagnostics) = compile_policies(&outcome.desired, &snapshot.files, &local);
+    let (policies, diagnostics) =
+        compile_policies(&outcome.desired, &|path| snapshot.files.iter().find(|f| f.path == path).cloned(), &local);
     outcome.diagnostics.extend(diagnostics);
     Ok(Revision { commit, outcome, policies, files: snapshot.files, message: snapshot.message })
 }

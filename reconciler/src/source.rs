@@ -7,6 +7,7 @@
 //! the data directory that the remote source fetches into (at start-up, on a jittered poll, and
 //! at once on a [`webhook`] delivery), moving the tracked ref only to a checked head.
 
+mod diff;
 pub mod remote;
 pub mod transport;
 pub mod webhook;
@@ -34,6 +35,49 @@ pub struct Snapshot {
     pub summary: String,
     /// The whole commit message (for trailers such as `Keelson-Freeze-Override`).
     pub message: String,
+}
+
+/// A commit's message and what its trailers ask for.
+#[derive(Debug, Clone)]
+pub struct CommitInfo {
+    /// Full hex id of the commit.
+    pub commit: String,
+    /// Apps named by `Keelson-Retry: <app>` trailers in the commit message.
+    pub retry_apps: BTreeSet<String>,
+    /// First line of the commit message.
+    pub summary: String,
+    /// The whole commit message (for trailers such as `Keelson-Freeze-Override`).
+    pub message: String,
+}
+
+/// The commit's message and trailers, and its tree.
+fn commit_info(repo: &gix::Repository, commit: &str) -> Result<(CommitInfo, gix::ObjectId)> {
+    let id = gix::ObjectId::from_hex(commit.as_bytes()).with_context(|| format!("bad commit id {commit:?}"))?;
+    let commit_obj = repo.find_commit(id).with_context(|| format!("commit {commit} not found"))?;
+    let message = commit_obj.message_raw_sloppy().to_str_lossy().into_owned();
+    let tree = commit_obj.tree_id().with_context(|| format!("tree of commit {commit}"))?.detach();
+    let info = CommitInfo {
+        commit: commit.to_owned(),
+        retry_apps: trailer_values(&message, "Keelson-Retry").into_iter().collect(),
+        summary: message.lines().next().unwrap_or_default().to_owned(),
+        message,
+    };
+    Ok((info, tree))
+}
+
+/// What a tree entry's mode makes it. Links and submodules are listed (so a manifest never
+/// vanishes silently) but never followed: the loader reads regular files only, so nothing outside
+/// the repository is read.
+fn entry_kind(mode: gix::objs::tree::EntryMode) -> EntryKind {
+    if mode.is_blob() {
+        EntryKind::File
+    } else if mode.is_link() {
+        EntryKind::Symlink
+    } else if mode.is_commit() {
+        EntryKind::Submodule
+    } else {
+        EntryKind::Other
+    }
 }
 
 /// A git repository on disk (work tree or bare).
@@ -117,22 +161,19 @@ impl GitRepo {
     /// Reads the commit and lists every file under `subpath` (`""` for the whole tree).
     pub fn snapshot(&self, commit: &str, subpath: &str) -> Result<Snapshot> {
         let repo = self.local();
-        let id = gix::ObjectId::from_hex(commit.as_bytes()).with_context(|| format!("bad commit id {commit:?}"))?;
-        let commit_obj = repo.find_commit(id).with_context(|| format!("commit {commit} not found"))?;
-        let message = commit_obj.message_raw_sloppy().to_str_lossy().into_owned();
-        let tree = commit_obj.tree_id().with_context(|| format!("tree of commit {commit}"))?.detach();
+        let (info, tree) = commit_info(&repo, commit)?;
         let files = {
             let mut listings = self.listings.lock().unwrap_or_else(|e| e.into_inner());
             list_files(&repo, tree, subpath, &mut listings)
                 .with_context(|| format!("listing files of commit {commit}"))?
         };
-        Ok(Snapshot {
-            commit: commit.to_owned(),
-            files,
-            retry_apps: trailer_values(&message, "Keelson-Retry").into_iter().collect(),
-            summary: message.lines().next().unwrap_or_default().to_owned(),
-            message,
-        })
+        let CommitInfo { commit, retry_apps, summary, message } = info;
+        Ok(Snapshot { commit, files, retry_apps, summary, message })
+    }
+
+    /// The commit's message and what its trailers ask for, without listing its files.
+    pub fn commit_info(&self, commit: &str) -> Result<CommitInfo> {
+        Ok(commit_info(&self.local(), commit)?.0)
     }
 
     /// Reads a blob by id.
@@ -225,18 +266,7 @@ fn list_tree(
                 .files
                 .extend(sub.files.iter().map(|(path, blob, kind)| (format!("{name}/{path}"), blob.clone(), *kind)));
         } else {
-            // Symlinks and submodules are listed (so a manifest never vanishes silently) but never
-            // followed: the loader reads regular files only, so nothing outside the repository is read.
-            let kind = if entry.mode.is_blob() {
-                EntryKind::File
-            } else if entry.mode.is_link() {
-                EntryKind::Symlink
-            } else if entry.mode.is_commit() {
-                EntryKind::Submodule
-            } else {
-                EntryKind::Other
-            };
-            listing.files.push((name.into_owned(), entry.oid.to_string(), kind));
+            listing.files.push((name.into_owned(), entry.oid.to_string(), entry_kind(entry.mode)));
         }
     }
     let listing = Arc::new(listing);

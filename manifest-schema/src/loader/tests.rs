@@ -534,12 +534,30 @@ proptest::proptest! {
     fn incremental_loads_equal_a_fresh_load(edits in proptest::collection::vec(edit(), 1..24)) {
         let mut repo = Repo::default();
         let mut loader = Loader::new();
+        // Fed only the changes, as the daemon feeds it a tree diff.
+        let mut by_changes = Loader::new();
+        let mut before: BTreeMap<String, RepoFile> = BTreeMap::new();
         for (i, edit) in edits.iter().enumerate() {
             apply(&mut repo, edit);
             let incremental = repo.load(&mut loader);
             let fresh = repo.load(&mut Loader::new());
             proptest::prop_assert_eq!(&incremental.desired, &fresh.desired, "after edit {} ({:?})", i, edit);
             proptest::prop_assert_eq!(render(&incremental), render(&fresh), "after edit {} ({:?})", i, edit);
+
+            let after: BTreeMap<String, RepoFile> = repo.files.iter().map(|f| (f.path.clone(), f.clone())).collect();
+            let paths: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+            let changes: Vec<FileChange> = paths
+                .into_iter()
+                .filter(|p| before.get(*p) != after.get(*p))
+                .map(|p| FileChange::new(before.get(p), after.get(p)))
+                .collect();
+            let blobs = &repo.blobs;
+            let changed = by_changes.load_changes(&changes, &mut |f| {
+                blobs.get(&f.blob_id).cloned().ok_or_else(|| std::io::Error::other("no such blob"))
+            });
+            proptest::prop_assert_eq!(&changed.desired, &fresh.desired, "changes after edit {} ({:?})", i, edit);
+            proptest::prop_assert_eq!(render(&changed), render(&fresh), "changes after edit {} ({:?})", i, edit);
+            before = after;
         }
     }
 }

@@ -8,7 +8,16 @@ use std::time::Instant;
 
 use anyhow::Result;
 
+use keelson_manifest::Loader;
+
 use super::{Desired, Engine, now_rfc3339, short};
+
+/// The loader and the commit it loaded last, which the next commit is compared with.
+#[derive(Debug, Default)]
+pub(super) struct RepoLoader {
+    loader: Loader,
+    commit: Option<String>,
+}
 
 impl Engine {
     /// The tracked ref may have moved: load the new commit (if any) and enqueue what it changed.
@@ -36,14 +45,28 @@ impl Engine {
             let path = ctx.settings.path.clone();
             let head = head.clone();
             tokio::task::spawn_blocking(move || -> Result<_> {
-                let snapshot = repo.snapshot(&head, &path)?;
+                let snapshot = repo.commit_info(&head)?;
                 let local = repo.local();
-                let outcome = {
-                    let mut loader = loader.lock().unwrap_or_else(|e| e.into_inner());
-                    loader.load(&snapshot.files, &mut |f| crate::source::read_blob(&local, &f.blob_id))
+                let mut read = |f: &keelson_manifest::RepoFile| crate::source::read_blob(&local, &f.blob_id);
+                let mut loaded = loader.lock().unwrap_or_else(|e| e.into_inner());
+                let changes = loaded.commit.as_deref().and_then(|base| match repo.changes(base, &head, &path) {
+                    Ok(changes) => Some(changes),
+                    Err(e) => {
+                        // A base gone with a rewritten history, say: the full listing still works.
+                        tracing::debug!(base, commit = %head, "listing the whole commit: {e:#}");
+                        None
+                    }
+                });
+                let outcome = match changes {
+                    Some(changes) => loaded.loader.load_changes(&changes, &mut read),
+                    None => {
+                        let files = repo.snapshot(&head, &path)?.files;
+                        loaded.loader.load(&files, &mut read)
+                    }
                 };
+                loaded.commit = Some(head.clone());
                 let (policies, policy_diagnostics) =
-                    crate::plan::compile_policies(&outcome.desired, &snapshot.files, &local);
+                    crate::plan::compile_policies(&outcome.desired, &|path| loaded.loader.file(path).cloned(), &local);
                 Ok((snapshot, outcome, policies, policy_diagnostics))
             })
             .await??

@@ -8,6 +8,7 @@ use keelson_core::{AppStatus, Event, Phase};
 use keelson_provider_api::Outcome;
 
 use super::{Ctx, error_class, key, recorded, short};
+use crate::crash::{crash_point, point};
 
 impl Ctx {
     /// Enqueues every app the prune guard holds: whether it still holds depends on the whole
@@ -29,7 +30,6 @@ impl Ctx {
         }
     }
 }
-use crate::crash::{crash_point, point};
 
 impl Ctx {
     /// Deletes everything `status`'s app applied (nothing when `keep`: its last manifest said

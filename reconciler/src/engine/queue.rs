@@ -210,6 +210,11 @@ impl WorkQueue {
         self.wake.notify_waiters();
     }
 
+    /// The apps being reconciled now.
+    pub fn in_flight(&self) -> Vec<String> {
+        self.state().in_flight.iter().cloned().collect()
+    }
+
     /// Apps ready or in flight now, and apps with a delayed requeue.
     pub fn depth(&self) -> (usize, usize) {
         let s = self.state();
