@@ -34,6 +34,8 @@ pub struct Snapshot {
     pub summary: String,
     /// The whole commit message (for trailers such as `Keelson-Freeze-Override`).
     pub message: String,
+    /// The commit time (Unix seconds; 0 when unreadable), for the commit → healthy latency.
+    pub committed_at: i64,
 }
 
 /// A git repository on disk (work tree or bare).
@@ -120,6 +122,7 @@ impl GitRepo {
         let id = gix::ObjectId::from_hex(commit.as_bytes()).with_context(|| format!("bad commit id {commit:?}"))?;
         let commit_obj = repo.find_commit(id).with_context(|| format!("commit {commit} not found"))?;
         let message = commit_obj.message_raw_sloppy().to_str_lossy().into_owned();
+        let committed_at = commit_obj.time().map_or(0, |t| t.seconds);
         let tree = commit_obj.tree_id().with_context(|| format!("tree of commit {commit}"))?.detach();
         let files = {
             let mut listings = self.listings.lock().unwrap_or_else(|e| e.into_inner());
@@ -132,6 +135,7 @@ impl GitRepo {
             retry_apps: trailer_values(&message, "Keelson-Retry").into_iter().collect(),
             summary: message.lines().next().unwrap_or_default().to_owned(),
             message,
+            committed_at,
         })
     }
 
