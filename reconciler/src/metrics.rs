@@ -86,7 +86,7 @@ pub struct Metrics {
     pub app_info: Family<Labels, Gauge>,
     /// Seq of the newest ledger entry.
     pub ledger_head: Gauge,
-    /// 1 when the last verification of the ledger passed, 0 when it failed (absent before one).
+    /// 1 when the last verification of the ledger passed, 0 when it failed or before the first.
     pub ledger_verify_ok: Gauge,
     /// When the ledger was last verified (Unix seconds).
     pub ledger_verify_time: Gauge<f64, AtomicU64>,
