@@ -74,3 +74,53 @@ fn metrics_status_page_and_openapi_after_real_rollouts() {
 
     assert_eq!(d.terminate(), 0);
 }
+
+/// Schemathesis (PyPI; `scripts/test` installs it into `target/schemathesis-venv`) fuzzes every
+/// route against `/openapi.json` for at most 60 s (90 s with its start): no 5xx, every response
+/// as documented, every schema-valid request accepted.
+#[test]
+fn schemathesis_finds_nothing_against_the_openapi_document() {
+    let st = std::env::var_os("KEELSON_TEST_SCHEMATHESIS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| keelson_e2e::workspace_root().join("target/schemathesis-venv/bin/st"));
+    if !st.exists() {
+        assert!(std::env::var_os("CI").is_none(), "schemathesis is required under CI ({} is missing)", st.display());
+        eprintln!("SKIP schemathesis: {} is missing (scripts/test installs it)", st.display());
+        return;
+    }
+    let (tmp, repo) = template_repo();
+    let d = Daemon::start(
+        &["up", "--dir", repo.to_str().unwrap(), "--listen", "127.0.0.1:0", "--sim-rollout-time", "500ms"],
+        tmp.path(),
+    );
+    d.wait_all_healthy(APPS, "every template app Healthy", Duration::from_secs(90));
+    let (code, _) = d.get("/api/v1/audit/verify");
+    assert_eq!(code, 200);
+    let work = tempfile::tempdir().unwrap();
+    let schema = format!("{}/openapi.json", d.url);
+    let mut child = std::process::Command::new(&st)
+        .args(["--no-color", "run", &schema, "--max-time", "60", "--max-examples", "30"])
+        .current_dir(work.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let out = child.wait_with_output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let status = status.unwrap_or_else(|| panic!("schemathesis ran over 90 s:\n{said}"));
+    assert!(status.success(), "schemathesis found problems:\n{said}");
+    let summary: Vec<&str> = said.lines().filter(|l| l.contains("generated") || l.contains("Tested:")).collect();
+    eprintln!("schemathesis: {}", summary.join("; ").trim());
+    assert_eq!(d.terminate(), 0);
+}
