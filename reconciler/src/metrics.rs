@@ -110,6 +110,8 @@ pub struct Metrics {
     rollouts: Mutex<HashMap<String, (Instant, String)>>,
     /// Commit times of recently loaded commits (Unix seconds), by commit id.
     commit_times: Mutex<BTreeMap<String, i64>>,
+    /// When these metrics were made (Unix seconds): commits older than this are not timed.
+    started_at: i64,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -158,6 +160,7 @@ impl Metrics {
             build_info: Family::default(),
             rollouts: Mutex::default(),
             commit_times: Mutex::default(),
+            started_at: time::OffsetDateTime::now_utc().unix_timestamp(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -291,8 +294,13 @@ impl Metrics {
         }
     }
 
-    /// A commit was loaded; `committed_at` is its commit time (Unix seconds).
+    /// A commit was loaded; `committed_at` is its commit time (Unix seconds). A commit made before
+    /// the daemon started is not timed: its latency would be the daemon's downtime, or the age of
+    /// the repository's head at a first start.
     pub fn commit_loaded(&self, commit: &str, committed_at: i64) {
+        if committed_at < self.started_at {
+            return;
+        }
         let mut times = self.commit_times.lock().unwrap_or_else(|e| e.into_inner());
         times.insert(commit.to_owned(), committed_at);
         while times.len() > COMMIT_TIMES_KEPT {

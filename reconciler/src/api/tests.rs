@@ -334,7 +334,7 @@ async fn metrics_are_classic_text_unless_openmetrics_is_asked_for() {
 
 /// Metrics with a sample in every family that takes one without a real engine.
 fn exercise(m: &Metrics) {
-    m.commit_loaded("c1", 1);
+    m.commit_loaded("c1", time::OffsetDateTime::now_utc().unix_timestamp() + 1);
     m.recorded("web", "Planned", "c1", 1, None);
     m.recorded("web", "Healthy", "c1", 2, None);
     m.recorded("db", "Blocked", "c1", 3, Some("Policy"));

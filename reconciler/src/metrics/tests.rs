@@ -52,8 +52,13 @@ fn every_family_has_help_text() {
 
 #[test]
 fn rollouts_are_timed_from_plan_to_healthy_and_commits_to_healthy() {
-    let m = Metrics::new();
+    let mut m = Metrics::new();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    m.commit_loaded("old", now - 30);
+    m.recorded("api", "Planned", "old", 1, None);
+    m.recorded("api", "Healthy", "old", 2, None);
+    // As if the daemon had started a minute ago and the commit was made 30 s ago.
+    m.started_at = now - 60;
     m.commit_loaded("c1", now - 30);
     m.recorded("web", "Planned", "c1", 1, None);
     m.recorded("web", "Progressing", "c1", 2, None);
@@ -62,8 +67,11 @@ fn rollouts_are_timed_from_plan_to_healthy_and_commits_to_healthy() {
     // Healthy again without a rollout (a drift check) is not a rollout.
     m.recorded("web", "Healthy", "c1", 5, None);
     let (text, _) = m.render_for(None);
-    assert!(text.contains("keelson_rollout_duration_seconds_count{outcome=\"healthy\"} 1\n"), "{text}");
-    assert!(text.contains("keelson_commit_to_healthy_seconds_count 1\n"), "{text}");
+    assert!(text.contains("keelson_rollout_duration_seconds_count{outcome=\"healthy\"} 2\n"), "{text}");
+    assert!(
+        text.contains("keelson_commit_to_healthy_seconds_count 1\n"),
+        "a commit older than the daemon is not timed: {text}"
+    );
     assert!(text.contains("keelson_commit_to_healthy_seconds_bucket{le=\"60.0\"} 1\n"), "{text}");
     assert!(text.contains("keelson_commit_to_healthy_seconds_bucket{le=\"10.0\"} 0\n"), "{text}");
     assert!(text.contains("keelson_blocks_total{kind=\"Policy\"} 1\n"), "{text}");
