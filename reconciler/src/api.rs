@@ -6,12 +6,12 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get};
 use axum::{Json, Router};
 use keelson_core::AppStatus;
-use keelson_core::view::{AppList, EntryList, EntryView, History};
-use serde::Deserialize;
+use keelson_core::view::{EntryList, EntryView, History};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::engine::state::{Fleet, Phase};
@@ -73,20 +73,30 @@ impl From<PathRejection> for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// Every route of the API (the OpenAPI document at `/openapi.json` describes each; a test checks).
+fn routes() -> Vec<(&'static str, MethodRouter<ApiState>)> {
+    vec![
+        ("/", get(page::index)),
+        ("/apps/{name}", get(page::app)),
+        ("/healthz", get(healthz)),
+        ("/readyz", get(readyz)),
+        ("/metrics", get(metrics)),
+        ("/openapi.json", get(openapi)),
+        ("/api/v1/status", get(status)),
+        ("/api/v1/apps", get(apps)),
+        ("/api/v1/apps/{name}", get(app)),
+        ("/api/v1/apps/{name}/history", get(history)),
+        ("/api/v1/apps/{name}/diff", get(diff)),
+        ("/api/v1/audit", get(audit)),
+        ("/api/v1/audit/verify", get(audit_verify)),
+    ]
+}
+
 /// The API as a value tests can drive without a socket.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/", get(index))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/api/v1/status", get(status))
-        .route("/api/v1/apps", get(apps))
-        .route("/api/v1/apps/{name}", get(app))
-        .route("/api/v1/apps/{name}/history", get(history))
-        .route("/api/v1/apps/{name}/diff", get(diff))
-        .route("/api/v1/audit", get(audit))
-        .route("/api/v1/audit/verify", get(audit_verify))
+    routes()
+        .into_iter()
+        .fold(Router::new(), |router, (path, route)| router.route(path, route))
         .fallback(not_found)
         .layer(middleware::from_fn(read_only))
         .with_state(state)
@@ -153,13 +163,37 @@ async fn readyz(State(s): State<ApiState>) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
-async fn metrics(State(s): State<ApiState>) -> Response {
-    let mut response = s.metrics.render().into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-    );
+/// `GET /metrics`: classic Prometheus text unless the scraper's `Accept` asks for OpenMetrics.
+async fn metrics(State(s): State<ApiState>, headers: axum::http::HeaderMap) -> Response {
+    {
+        let fleet = s.fleet.read().unwrap_or_else(|e| e.into_inner());
+        let apps = fleet.apps.values().map(|a| {
+            let placement = fleet.placements.get(&a.name).cloned().unwrap_or_default();
+            crate::metrics::AppInfo {
+                app: a.name.clone(),
+                phase: a.phase.as_str().to_owned(),
+                in_sync: a.in_sync,
+                team: placement.team,
+                cluster: placement.cluster,
+            }
+        });
+        s.metrics.observe_fleet(apps, fleet.source.last_sync.as_deref());
+    }
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (text, content_type) = s.metrics.render_for(accept);
+    let mut response = text.into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
+}
+
+/// The OpenAPI 3.1 document of this API (kept beside the routes; a test holds it to them).
+pub const OPENAPI: &str = include_str!("api/openapi.json");
+
+/// `GET /openapi.json`.
+async fn openapi() -> Response {
+    let mut doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap_or_default();
+    doc["info"]["version"] = json!(env!("CARGO_PKG_VERSION"));
+    Json(doc).into_response()
 }
 
 async fn status(State(s): State<ApiState>) -> Json<serde_json::Value> {
@@ -227,9 +261,72 @@ fn prune_guard_view(fleet: &crate::engine::state::Fleet) -> serde_json::Value {
     }
 }
 
-async fn apps(State(s): State<ApiState>) -> Json<AppList> {
+/// Filters and paging of the app list (`/api/v1/apps` and the status page).
+#[derive(Debug, Default, Clone, Deserialize)]
+pub(crate) struct AppFilter {
+    /// Only apps in this phase (case-insensitive).
+    phase: Option<String>,
+    /// Only apps of this team (`metadata.team`).
+    team: Option<String>,
+    /// Only apps placed on this cluster.
+    cluster: Option<String>,
+    /// At most this many apps (1..=1000; all when absent).
+    limit: Option<usize>,
+    /// The cursor a previous page returned as `next`: the apps after it.
+    next: Option<String>,
+}
+
+/// The most apps one page holds.
+const MAX_PAGE: usize = 1000;
+
+impl AppFilter {
+    /// The apps of `fleet` this filter selects, in name order, and the cursor of the next page.
+    fn select<'a>(&self, fleet: &'a Fleet) -> ApiResult<(Vec<&'a AppStatus>, Option<String>)> {
+        let phase = match self.phase.as_deref().filter(|p| !p.is_empty()) {
+            None => None,
+            Some(p) => Some(Phase::ALL.into_iter().find(|k| k.as_str().eq_ignore_ascii_case(p)).ok_or_else(|| {
+                let known: Vec<&str> = Phase::ALL.iter().map(|k| k.as_str()).collect();
+                ApiError::new(StatusCode::BAD_REQUEST, format!("phase {p:?} is not one of {}", known.join(", ")))
+            })?),
+        };
+        let limit = self.limit.unwrap_or(usize::MAX);
+        if limit == 0 || (self.limit.is_some() && limit > MAX_PAGE) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("limit must be between 1 and {MAX_PAGE}, got {limit}"),
+            ));
+        }
+        let wanted = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w.is_empty() || w == have);
+        let mut selected = fleet.apps.values().filter(|a| {
+            let placement = fleet.placements.get(&a.name);
+            phase.is_none_or(|p| a.phase == p)
+                && wanted(&self.team, placement.map_or("", |p| p.team.as_str()))
+                && wanted(&self.cluster, placement.map_or("", |p| p.cluster.as_str()))
+                && self.next.as_deref().is_none_or(|after| a.name.as_str() > after)
+        });
+        let page: Vec<&AppStatus> = selected.by_ref().take(limit).collect();
+        let next = match selected.next() {
+            Some(_) => page.last().map(|a| a.name.clone()),
+            None => None,
+        };
+        Ok((page, next))
+    }
+}
+
+/// `GET /api/v1/apps`: the apps, filtered, with the cursor of the next page when there is one.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AppPage<'a> {
+    apps: Vec<&'a AppStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
+}
+
+async fn apps(State(s): State<ApiState>, filter: Result<Query<AppFilter>, QueryRejection>) -> ApiResult<Response> {
+    let Query(filter) = filter?;
     let fleet = s.fleet.read().unwrap_or_else(|e| e.into_inner());
-    Json(AppList { apps: fleet.apps.values().cloned().collect() })
+    let (apps, next) = filter.select(&fleet)?;
+    Ok(Json(AppPage { apps, next }).into_response())
 }
 
 async fn app(State(s): State<ApiState>, name: Result<Path<String>, PathRejection>) -> ApiResult<Json<AppStatus>> {
@@ -318,7 +415,13 @@ async fn audit_verify(State(s): State<ApiState>) -> ApiResult<Response> {
             .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("reading the status branch: {e:#}")))?,
         None => Vec::new(),
     };
-    let report = s.ledger.verify(&anchors).await?;
+    let report = match s.ledger.verify(&anchors).await {
+        Ok(report) => report,
+        Err(e) => {
+            s.metrics.verified(false);
+            return Err(e.into());
+        }
+    };
     let mut body = serde_json::to_value(&report).unwrap_or_default();
     let mut ok = report.ok;
     if let Some(branch) = &s.status_branch {
@@ -329,43 +432,12 @@ async fn audit_verify(State(s): State<ApiState>) -> ApiResult<Response> {
         body["ok"] = json!(ok);
         body["statusFiles"] = serde_json::to_value(&files).unwrap_or_default();
     }
+    s.metrics.verified(ok);
     let code = if ok { StatusCode::OK } else { StatusCode::CONFLICT };
     Ok((code, Json(body)).into_response())
 }
 
-async fn index(State(s): State<ApiState>) -> Html<String> {
-    let fleet = s.fleet.read().unwrap_or_else(|e| e.into_inner());
-    let mut rows = String::new();
-    for a in fleet.apps.values() {
-        rows.push_str(&format!(
-            "<tr><td><a href=\"/api/v1/apps/{n}\">{n}</a></td><td class=\"{p}\">{p}</td><td>{sync}</td><td>{c}</td><td>{m}</td></tr>",
-            n = escape(&a.name),
-            p = a.phase,
-            sync = if a.in_sync { "yes" } else { "no" },
-            c = escape(crate::engine::short(&a.desired_commit)),
-            m = escape(&a.message),
-        ));
-    }
-    let commit = fleet.source.commit.as_deref().map(crate::engine::short).unwrap_or("(none yet)");
-    let warnings: String =
-        fleet.source.warnings.iter().map(|w| format!("<p class=\"Blocked\">{}</p>", escape(w))).collect();
-    Html(format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Keelson</title><meta http-equiv=\"refresh\" content=\"5\">\
-         <style>body{{font-family:system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{padding:.3em .8em;\
-         border-bottom:1px solid #ddd;text-align:left}}.Healthy{{color:#080}}.Failed,.Blocked{{color:#b00}}.Progressing{{color:#c70}}</style>\
-         </head><body><h1>Keelson</h1><p>Source <code>{repo}</code> branch <code>{branch}</code> at <code>{commit}</code></p>{warnings}\
-         <table><tr><th>app</th><th>phase</th><th>in sync</th><th>commit</th><th>message</th></tr>{rows}</table>\
-         <p><a href=\"/api/v1/status\">status</a> · <a href=\"/api/v1/apps\">apps</a> · <a href=\"/api/v1/audit\">audit</a> · \
-         <a href=\"/api/v1/audit/verify\">verify</a> · <a href=\"/metrics\">metrics</a></p></body></html>",
-        repo = escape(&fleet.source.repo),
-        branch = escape(&fleet.source.branch),
-    ))
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
-
+mod page;
 pub mod server;
 
 #[cfg(test)]

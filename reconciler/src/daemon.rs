@@ -203,6 +203,7 @@ pub async fn run(opts: DaemonOptions, on_listening: impl FnOnce(SocketAddr, &Pat
         },
         providers: providers.status.clone(),
         head: 0,
+        placements: Default::default(),
     }));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

@@ -304,7 +304,10 @@ impl Ctx {
     /// One worker: takes apps from the queue until it closes.
     async fn work(&self) {
         while let Some(app) = self.queue.next().await {
-            let action = match self.reconcile(&app).await {
+            let started = std::time::Instant::now();
+            let outcome = self.reconcile(&app).await;
+            self.metrics.reconciled(outcome.is_ok(), started.elapsed());
+            let action = match outcome {
                 Ok(action) => {
                     self.reconciled(&app);
                     action
@@ -346,8 +349,10 @@ impl Ctx {
     /// Deletes one resource through the instance that holds it.
     async fn delete_resource(&self, id: &ResourceId, key: &IdempotencyKey) -> Result<Outcome> {
         let bound = self.providers.instances.get(&id.instance)?;
+        let started = std::time::Instant::now();
         let outcome = bound.provider.delete(id, key).await;
-        self.metrics.provider_call("delete", outcome.as_ref().map_or_else(|e| e.kind_label(), |o| o.label()));
+        let label = outcome.as_ref().map(|o| o.label()).map_err(|e| (e.kind_label(), e.class().as_str()));
+        self.metrics.provider_call(id.instance.as_str(), "delete", label, started.elapsed());
         Ok(outcome?)
     }
 

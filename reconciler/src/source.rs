@@ -35,6 +35,8 @@ pub struct Snapshot {
     pub summary: String,
     /// The whole commit message (for trailers such as `Keelson-Freeze-Override`).
     pub message: String,
+    /// The commit time (Unix seconds; 0 when unreadable), for the commit → healthy latency.
+    pub committed_at: i64,
 }
 
 /// A commit's message and what its trailers ask for.
@@ -48,6 +50,8 @@ pub struct CommitInfo {
     pub summary: String,
     /// The whole commit message (for trailers such as `Keelson-Freeze-Override`).
     pub message: String,
+    /// The commit time (Unix seconds; 0 when unreadable), for the commit → healthy latency.
+    pub committed_at: i64,
 }
 
 /// The commit's message and trailers, and its tree.
@@ -55,12 +59,14 @@ fn commit_info(repo: &gix::Repository, commit: &str) -> Result<(CommitInfo, gix:
     let id = gix::ObjectId::from_hex(commit.as_bytes()).with_context(|| format!("bad commit id {commit:?}"))?;
     let commit_obj = repo.find_commit(id).with_context(|| format!("commit {commit} not found"))?;
     let message = commit_obj.message_raw_sloppy().to_str_lossy().into_owned();
+    let committed_at = commit_obj.time().map_or(0, |t| t.seconds);
     let tree = commit_obj.tree_id().with_context(|| format!("tree of commit {commit}"))?.detach();
     let info = CommitInfo {
         commit: commit.to_owned(),
         retry_apps: trailer_values(&message, "Keelson-Retry").into_iter().collect(),
         summary: message.lines().next().unwrap_or_default().to_owned(),
         message,
+        committed_at,
     };
     Ok((info, tree))
 }
@@ -167,8 +173,8 @@ impl GitRepo {
             list_files(&repo, tree, subpath, &mut listings)
                 .with_context(|| format!("listing files of commit {commit}"))?
         };
-        let CommitInfo { commit, retry_apps, summary, message } = info;
-        Ok(Snapshot { commit, files, retry_apps, summary, message })
+        let CommitInfo { commit, retry_apps, summary, message, committed_at } = info;
+        Ok(Snapshot { commit, files, retry_apps, summary, message, committed_at })
     }
 
     /// The commit's message and what its trailers ask for, without listing its files.

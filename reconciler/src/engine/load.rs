@@ -121,6 +121,7 @@ impl Engine {
             elapsed_ms = started.elapsed().as_millis() as u64, "loaded commit"
         );
         ctx.metrics.source_commits.inc();
+        ctx.metrics.commit_loaded(&head, snapshot.committed_at);
         ctx.metrics.manifest_errors.set(errors as i64);
         let had_apps = !ctx.fleet.read().unwrap_or_else(|e| e.into_inner()).apps.is_empty();
         let mut warnings = Vec::new();
@@ -155,6 +156,18 @@ impl Engine {
             fleet.source.diagnostics = diagnostics;
             fleet.source.not_built = not_built;
             fleet.source.last_sync = Some(now_rfc3339());
+            fleet.placements = next
+                .state
+                .apps
+                .iter()
+                .map(|(name, app)| {
+                    let placement = super::state::AppPlacement {
+                        team: app.app.metadata.team.clone().unwrap_or_default(),
+                        cluster: app.app.spec.placement.cluster.clone(),
+                    };
+                    (name.clone(), placement)
+                })
+                .collect();
             fleet.source.ready = true;
         }
         match changed {

@@ -112,13 +112,17 @@ impl Ctx {
         let mut outcomes = Vec::new();
         let mut failure: Option<(String, ErrorClass)> = None;
         for r in &resources {
-            match bound.provider.apply(r, &key(&name, rollout, step, &r.id.to_string())).await {
+            let started = std::time::Instant::now();
+            let applied = bound.provider.apply(r, &key(&name, rollout, step, &r.id.to_string())).await;
+            let elapsed = started.elapsed();
+            match applied {
                 Ok(o) => {
-                    self.metrics.provider_call("apply", o.label());
+                    self.metrics.provider_call(instance.as_str(), "apply", Ok(o.label()), elapsed);
                     outcomes.push((r.id.to_string(), o));
                 }
                 Err(e) => {
-                    self.metrics.provider_call("apply", e.kind_label());
+                    let error = (e.kind_label(), e.class().as_str());
+                    self.metrics.provider_call(instance.as_str(), "apply", Err(error), elapsed);
                     failure = Some((format!("{}: {e}", r.id), e.class()));
                     break;
                 }

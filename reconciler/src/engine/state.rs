@@ -26,6 +26,19 @@ pub struct Fleet {
     /// Seq of the last ledger entry folded into `apps` (whoever appended it).
     #[serde(skip)]
     pub head: i64,
+    /// Team and cluster of every app the last loaded commit wants (for filters and metrics).
+    #[serde(skip)]
+    pub placements: BTreeMap<String, AppPlacement>,
+}
+
+/// Who owns an app and where it runs, as git says.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppPlacement {
+    /// `metadata.team` (empty when not written).
+    pub team: String,
+    /// `spec.placement.cluster`.
+    pub cluster: String,
 }
 
 /// The source as last seen.

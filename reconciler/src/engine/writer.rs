@@ -157,7 +157,11 @@ impl Journal {
                 action = e.action,
                 "transition"
             );
-            self.metrics.transition(&e.to_state, e.seq);
+            let block = match &p.event {
+                Event::Block(b) => Some(b.reason.as_str()),
+                _ => None,
+            };
+            self.metrics.recorded(&e.app, &e.to_state, &e.desired_commit, e.seq, block);
             self.fold_one(&mut fleet, e, &p.event, p.from, p.to);
         }
         drop(fleet);

@@ -303,6 +303,9 @@ impl RemoteSource {
             Err(e) => e.cause.label(),
         };
         crate::metrics::Metrics::outcome(&self.metrics.source_fetches, label);
+        if outcome.is_err() {
+            self.metrics.source_fetch_failed(label);
+        }
         let now = crate::engine::now_rfc3339();
         match outcome {
             Ok(synced) => {
