@@ -420,11 +420,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         git(root, &["init", "-q", "-b", "main"]);
-        let write = |path: &str, text: &str| {
-            let p = root.join(path);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, text).unwrap();
-        };
+        let write = |path: &str, content: &str| crate::testing::write(root, path, content);
         for app in ["web", "api", "db"] {
             write(&format!("apps/{app}/deploy.yaml"), app);
             write(&format!("apps/{app}/manifests/base/svc.yaml"), app);

@@ -13,3 +13,10 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// Writes `content` at `path` below `root`, making the folders on the way.
+pub fn write(root: &Path, path: &str, content: &str) {
+    let p = root.join(path);
+    std::fs::create_dir_all(p.parent().expect("a path below root")).unwrap();
+    std::fs::write(p, content).unwrap();
+}

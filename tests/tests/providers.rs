@@ -4,22 +4,31 @@
 
 use std::time::Duration;
 
+use std::path::{Path, PathBuf};
+
 use keelson_e2e::{Daemon, git, keelson, template_repo};
 
-#[test]
-fn a_hung_instance_fails_only_its_apps_with_a_transient_error_that_is_retried() {
-    let (tmp, repo) = template_repo();
-    let config = tmp.path().join("keelson.yaml");
+/// A config binding prod-east to a sim instance `lab` and gpu-lab (llm-inference) to an instance
+/// `stuck` whose applies never answer (each ended by its `timeout`).
+fn hung_instance_config(dir: &Path, repo: &Path, rollout: &str, timeout: &str) -> PathBuf {
+    let config = dir.join("keelson.yaml");
     std::fs::write(
         &config,
         format!(
             "apiVersion: keelson.dev/v1alpha1\nkind: Config\nsource:\n  repo: {}\napi:\n  listen: 127.0.0.1:0\n\
-             providers:\n  lab:\n    type: sim\n    rolloutTime: 100ms\n  stuck:\n    type: sim\n    timeout: 300ms\n    \
+             providers:\n  lab:\n    type: sim\n    rolloutTime: {rollout}\n  stuck:\n    type: sim\n    timeout: {timeout}\n    \
              faults:\n      hang: [apply]\nclusters:\n  prod-east:\n    workloads: lab\n  gpu-lab:\n    workloads: stuck\n",
             repo.display()
         ),
     )
     .unwrap();
+    config
+}
+
+#[test]
+fn a_hung_instance_fails_only_its_apps_with_a_transient_error_that_is_retried() {
+    let (tmp, repo) = template_repo();
+    let config = hung_instance_config(tmp.path(), &repo, "100ms", "300ms");
     let d = Daemon::start(&["daemon", "--config", config.to_str().unwrap()], tmp.path());
     for app in ["postgres", "storefront", "order-worker"] {
         d.wait_for(&format!("{app} Healthy"), Duration::from_secs(60), |d| {
@@ -54,17 +63,7 @@ fn a_hung_instance_fails_only_its_apps_with_a_transient_error_that_is_retried() 
 #[test]
 fn a_commit_is_applied_while_another_instance_holds_a_call() {
     let (tmp, repo) = template_repo();
-    let config = tmp.path().join("keelson.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "apiVersion: keelson.dev/v1alpha1\nkind: Config\nsource:\n  repo: {}\napi:\n  listen: 127.0.0.1:0\n\
-             providers:\n  lab:\n    type: sim\n    rolloutTime: 0ms\n  stuck:\n    type: sim\n    timeout: 120s\n    \
-             faults:\n      hang: [apply]\nclusters:\n  prod-east:\n    workloads: lab\n  gpu-lab:\n    workloads: stuck\n",
-            repo.display()
-        ),
-    )
-    .unwrap();
+    let config = hung_instance_config(tmp.path(), &repo, "0ms", "120s");
     let args = ["daemon", "--config", config.to_str().unwrap(), "--shutdown-timeout", "2s"];
     let d = Daemon::start(&args, tmp.path());
     d.wait_for("storefront Healthy", Duration::from_secs(60), |d| {

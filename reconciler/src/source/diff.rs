@@ -142,11 +142,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         git(root, &["init", "-q", "-b", "main"]);
-        let write = |path: &str, content: &str| {
-            let p = root.join(path);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, content).unwrap();
-        };
+        let write = |path: &str, content: &str| crate::testing::write(root, path, content);
         for app in ["api", "db", "web", "web-2", "web.x"] {
             write(&format!("apps/{app}/deploy.yaml"), app);
         }
