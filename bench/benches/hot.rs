@@ -1,6 +1,6 @@
 //! Micro-benchmarks of Keelson's hot functions: the canonical digest of an app, schema validation
-//! of one manifest, the tree diff between two 1,000-app commits, and the hash chain of 10,000
-//! ledger entries. Run with `cargo bench -p keelson-bench`.
+//! of one manifest, the tree diff between two 1,000-app commits, an incremental load of a one-app
+//! commit at 10,000 apps, and the hash chain of 10,000 ledger entries. Run with `cargo bench -p keelson-bench`.
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
@@ -61,6 +61,35 @@ fn tree_diff(c: &mut Criterion) {
             files.iter().filter(|f| base.get(&f.path) != Some(&f.blob_id)).count()
         })
     });
+    group.bench_function("two 1k-app commits (GitRepo::changes)", |b| {
+        b.iter(|| git.changes(black_box(&repo.commit), black_box(&head), "").expect("changes").len())
+    });
+    group.finish();
+}
+
+/// What the daemon does with a one-app commit on a 10,000-app repository once the tree diff is
+/// known: `Loader::load_changes` into a loader holding the parent (forth, then back, so every
+/// iteration is a real change).
+fn incremental_load(c: &mut Criterion) {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let repo = generator::generate(&tmp.path().join("repo"), 10_000, 42).expect("generating 10,000 apps");
+    let head = generator::commit_one_app_change(&repo, repo.change_target(0), 1).expect("one-app commit");
+    let git = GitRepo::open(&repo.dir).expect("open");
+    let local = git.local();
+    let mut read = |f: &keelson_manifest::RepoFile| keelson::source::read_blob(&local, &f.blob_id);
+    let mut loader = keelson_manifest::Loader::new();
+    loader.load(&git.snapshot(&repo.commit, "").expect("snapshot").files, &mut read);
+    let forth = git.changes(&repo.commit, &head, "").expect("changes");
+    let back = git.changes(&head, &repo.commit, "").expect("changes");
+    let mut group = c.benchmark_group("incremental load");
+    group.sample_size(20);
+    group.bench_function("one-app commit at 10k apps (load_changes, forth and back)", |b| {
+        b.iter(|| {
+            let a = loader.load_changes(black_box(&forth), &mut read);
+            let b = loader.load_changes(black_box(&back), &mut read);
+            a.desired.apps.len() + b.desired.apps.len()
+        })
+    });
     group.finish();
 }
 
@@ -78,5 +107,5 @@ fn hash_chain(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(hot, canonical_digest, schema_validation, tree_diff, hash_chain);
+criterion_group!(hot, canonical_digest, schema_validation, tree_diff, incremental_load, hash_chain);
 criterion_main!(hot);
