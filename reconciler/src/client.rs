@@ -7,6 +7,17 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+/// Percent-encodes one URL component (an app name in a path, a value in a query string): every
+/// byte but RFC 3986's unreserved characters.
+pub fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// A response: status code and body.
 #[derive(Debug, Clone)]
 pub struct Response {

@@ -13,6 +13,7 @@ use keelson_core::fleet::ResourceStatus;
 use keelson_provider_api::Health;
 
 use super::{ApiState, AppFilter};
+use crate::client::percent_encode;
 use crate::engine::state::{Fleet, Phase};
 use crate::ledger::AuditQuery;
 
@@ -310,23 +311,14 @@ fn query_with_next(filter: &AppFilter, next: &str) -> String {
     let mut parts = Vec::new();
     for (k, v) in [("phase", &filter.phase), ("team", &filter.team), ("cluster", &filter.cluster)] {
         if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
-            parts.push(format!("{k}={}", percent(v)));
+            parts.push(format!("{k}={}", percent_encode(v)));
         }
     }
     if let Some(limit) = filter.limit {
         parts.push(format!("limit={limit}"));
     }
-    parts.push(format!("next={}", percent(next)));
+    parts.push(format!("next={}", percent_encode(next)));
     parts.join("&")
-}
-
-fn percent(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// The app's error: its message, and the diagnostics (`file:line:col: …`) of its manifests.

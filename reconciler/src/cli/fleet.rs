@@ -12,6 +12,8 @@ use keelson_core::view::{AppList, History};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::client::percent_encode;
+
 /// Where the daemon's status API is.
 #[derive(Debug, Clone, Args)]
 pub struct ServerArgs {
@@ -92,15 +94,6 @@ fn try_get<T: DeserializeOwned>(server: &ServerArgs, path: &str) -> Result<Resul
     let value = serde_json::from_str(&response.body)
         .with_context(|| format!("{url} did not answer with the JSON this keelson reads (a different version?)"))?;
     Ok(Ok(value))
-}
-
-fn path_segment(name: &str) -> String {
-    name.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            b => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// JSON or YAML of a view.
@@ -218,7 +211,7 @@ pub fn get_apps(server: &ServerArgs, format: ObjectFormat, watch: Option<(Durati
 
 /// `keelson get app NAME`.
 pub fn get_app(server: &ServerArgs, name: &str, format: ObjectFormat) -> Result<ExitCode> {
-    let app: AppStatus = get_json(server, &format!("/api/v1/apps/{}", path_segment(name)))?;
+    let app: AppStatus = get_json(server, &format!("/api/v1/apps/{}", percent_encode(name)))?;
     match format {
         ObjectFormat::Table => print!("{}", app_details(&app)),
         _ => print_object(&app, format)?,
@@ -235,7 +228,7 @@ pub fn diff(server: &ServerArgs, name: Option<&str>, format: super::Format) -> R
     };
     let mut apps = Vec::with_capacity(names.len());
     for name in &names {
-        let path = format!("/api/v1/apps/{}/diff", path_segment(name));
+        let path = format!("/api/v1/apps/{}/diff", percent_encode(name));
         match try_get::<LiveDiff>(server, &path)? {
             Ok(diff) => apps.push(diff.into_status()),
             Err((404, _)) => bail!("the daemon at {} has no app {name:?} (see `keelson get apps`)", server.server),
@@ -297,7 +290,7 @@ fn diff_text(drifted: &[&AppStatus], looked_at: usize) -> String {
 
 /// `keelson history APP`.
 pub fn history(server: &ServerArgs, name: &str, format: ObjectFormat) -> Result<ExitCode> {
-    let history: History = get_json(server, &format!("/api/v1/apps/{}/history", path_segment(name)))?;
+    let history: History = get_json(server, &format!("/api/v1/apps/{}/history", percent_encode(name)))?;
     if format != ObjectFormat::Table {
         print_object(&history, format)?;
         return Ok(ExitCode::SUCCESS);
@@ -342,7 +335,7 @@ fn wait_verdict(a: &AppStatus, what: WaitFor) -> Option<Result<(), String>> {
 /// (or is blocked by anything but a freeze) or the timeout passes first.
 pub fn wait(server: &ServerArgs, name: &str, what: WaitFor, timeout: Duration, interval: Duration) -> Result<ExitCode> {
     let deadline = Instant::now() + timeout;
-    let path = format!("/api/v1/apps/{}", path_segment(name));
+    let path = format!("/api/v1/apps/{}", percent_encode(name));
     let what_text = match what {
         WaitFor::Healthy => "healthy",
         WaitFor::Synced => "synced",
@@ -429,7 +422,7 @@ mod tests {
 
     #[test]
     fn app_names_are_escaped_in_paths() {
-        assert_eq!(path_segment("web"), "web");
-        assert_eq!(path_segment("a/b c"), "a%2Fb%20c");
+        assert_eq!(percent_encode("web"), "web");
+        assert_eq!(percent_encode("a/b c"), "a%2Fb%20c");
     }
 }
