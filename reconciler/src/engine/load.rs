@@ -117,7 +117,7 @@ impl Engine {
         };
         let changed = changed_apps(&current, &next);
         tracing::info!(
-            commit = %head, summary = snapshot.summary, apps = next.state.apps.len(), errors, changed = changed.len(),
+            commit = %head, summary = snapshot.summary, apps = next.state.apps.len(), errors, changed = %changed,
             elapsed_ms = started.elapsed().as_millis() as u64, "loaded commit"
         );
         ctx.metrics.source_commits.inc();
@@ -196,11 +196,12 @@ pub(super) enum Changed {
     Apps(BTreeSet<String>),
 }
 
-impl Changed {
-    fn len(&self) -> usize {
+impl std::fmt::Display for Changed {
+    /// For the log: `all`, or how many apps.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Changed::Everything => usize::MAX,
-            Changed::Apps(apps) => apps.len(),
+            Changed::Everything => f.write_str("all"),
+            Changed::Apps(apps) => write!(f, "{}", apps.len()),
         }
     }
 }
